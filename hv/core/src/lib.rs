@@ -8,3 +8,5 @@
 //! host.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
+
+pub mod addr;
