@@ -1,1 +1,114 @@
-fn main() {}
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! xtask: moat's build, boot and test driver.
+//!
+//! ```text
+//!   cargo xtask qemu  --hv none|moat|xen  [--run CMD]
+//!        |
+//!        +-- host::ensure      apt-get install the host tools that are missing
+//!        +-- apt::PrivateApt   arm64 + trixie packages, without touching /etc/apt
+//!        +-- tfa::build        TF-A from Debian's source, with OP-TEE as BL32
+//!        +-- rootfs::build     initramfs: busybox, tee-supplicant, xtest, TAs, modules
+//!        +-- dtb::prepare      QEMU's DTB (dumped with the same -bios) + /chosen
+//!        +-- qemu::Machine     the QEMU command line, as data; run with a timeout
+//! ```
+//!
+//! Every artefact lands in the cache (`~/.cache/moat`, or `$MOAT_CACHE`) under a key
+//! derived from the versions and flags that made it (`step`), so a second run reuses it and
+//! a changed flag rebuilds exactly what it affects.
+
+mod apt;
+mod cpio;
+mod dtb;
+mod host;
+mod paths;
+mod profile;
+mod qemu;
+mod rootfs;
+mod scenario;
+mod stack;
+mod step;
+mod tfa;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// moat's developer tasks. `cargo xtask qemu` boots the system, `cargo xtask test` tests it.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build whatever is missing and boot the TrustZone stack in QEMU (TF-A, OP-TEE,
+    /// an optional hypervisor, Linux with tee-supplicant and xtest). Without --run it gives
+    /// a shell on the console; `poweroff` ends it (or Ctrl-] x to quit QEMU).
+    Qemu(profile::QemuArgs),
+    /// Run the host unit tests, build the EL2 image, and run the QEMU scenarios in
+    /// `tests/scenarios` (add --full for the long ones, such as xtest's whole suite).
+    Test(scenario::TestArgs),
+    /// Check formatting and run clippy with warnings denied, on host and target crates.
+    Lint,
+    /// Print the cache directory and what it holds.
+    Cache,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: Result<u8> = match cli.cmd {
+        Cmd::Qemu(args) => profile::qemu(&args),
+        Cmd::Test(args) => scenario::test(&args),
+        Cmd::Lint => lint().map(|()| 0),
+        Cmd::Cache => cache_info().map(|()| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `cargo fmt --check` and `cargo clippy -D warnings`, for the host crates and for the
+/// target crates (built for the bare-metal target).
+fn lint() -> Result<()> {
+    let root = paths::workspace_root();
+    step::run_visible(
+        "cargo fmt --check",
+        std::process::Command::new(paths::cargo())
+            .current_dir(&root)
+            .args(["fmt", "--all", "--", "--check"]),
+    )?;
+    step::run_visible(
+        "clippy (host crates)",
+        std::process::Command::new(paths::cargo())
+            .current_dir(&root)
+            .args(["clippy", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+    host::ensure_rust_target()?;
+    step::run_visible(
+        "clippy (EL2 crates, aarch64-unknown-none-softfloat)",
+        std::process::Command::new(paths::cargo())
+            .current_dir(&root)
+            .args([
+                "clippy", "-p", "boot", "-p", "hv", "-p", "hv-core", "-p", "mediator",
+            ])
+            .args(["--target", paths::TARGET, "--", "-D", "warnings"]),
+    )?;
+    Ok(())
+}
+
+fn cache_info() -> Result<()> {
+    let cache = paths::cache_dir()?;
+    println!("cache: {}", cache.display());
+    for sub in ["apt", "debs", "src", "build"] {
+        let dir = cache.join(sub);
+        let n = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+        println!("  {sub:6} {n:4} entries  {}", dir.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,349 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The QEMU machine and its command line, as data, plus a runner that watches the console.
+//!
+//! ```text
+//!   serial0 (pl011@9000000, non-secure)  -> console: stdio / captured, logged
+//!   serial1 (pl011@9040000, secure)      -> OP-TEE's log file
+//!   -bios bios.bin (BL1 + FIP) at 0x0, -dtb at 0x40000000, images via -device loader
+//! ```
+
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The emulated board. Every profile uses the same one, so the same DT and load addresses
+/// serve Linux alone, moat and Xen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    /// Physical CPUs.
+    pub smp: u32,
+    /// RAM in MiB, from 0x40000000.
+    pub mem_mib: u32,
+}
+
+impl Machine {
+    /// Arguments that describe the board (and nothing that is loaded into it): these also
+    /// key the dumped DTB.
+    pub fn board_args(&self) -> Vec<String> {
+        [
+            // TrustZone (secure=on) and EL2 (virtualization=on); Debian's OP-TEE drives a GICv3.
+            "-machine",
+            "virt,secure=on,virtualization=on,gic-version=3",
+            // pauth-impdef: QEMU's cheap pointer-auth algorithm; the architected one is slow
+            // under TCG and the guest cannot tell the difference.
+            "-cpu",
+            "max,pauth-impdef=on",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            "-smp".into(),
+            self.smp.to_string(),
+            "-m".into(),
+            format!("{}M", self.mem_mib),
+            // No NIC: nothing in the stack uses one, and it needs an option ROM.
+            "-nic".into(),
+            "none".into(),
+            "-display".into(),
+            "none".into(),
+        ])
+        .collect()
+    }
+}
+
+/// Where the non-secure console goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Console {
+    /// The user's terminal, with QEMU also writing a log file. QEMU's escape key is Ctrl-]
+    /// so that Ctrl-a reaches the guest (moat and Xen switch consoles with Ctrl-a x3).
+    Interactive { log: PathBuf },
+    /// A pipe that xtask reads, logs and watches for markers.
+    Captured,
+}
+
+/// One QEMU invocation, as data.
+#[derive(Clone, Debug)]
+pub struct Invocation {
+    pub machine: Machine,
+    pub bios: PathBuf,
+    pub dtb: PathBuf,
+    /// Files placed in guest memory before reset: (file, physical address).
+    pub loads: Vec<(PathBuf, u64)>,
+    pub console: Console,
+    /// OP-TEE's secure UART output.
+    pub secure_log: PathBuf,
+    /// Start a gdb stub on this TCP port, with the CPUs halted at reset.
+    pub gdb_port: Option<u16>,
+}
+
+impl Invocation {
+    /// The full argument list.
+    pub fn args(&self) -> Vec<String> {
+        let mut a = self.machine.board_args();
+        a.extend(["-bios".into(), self.bios.display().to_string()]);
+        a.extend(["-dtb".into(), self.dtb.display().to_string()]);
+        for (file, addr) in &self.loads {
+            a.extend([
+                "-device".into(),
+                format!("loader,file={},addr={addr:#x}", file.display()),
+            ]);
+        }
+        match &self.console {
+            Console::Interactive { log } => {
+                a.extend([
+                    "-chardev".into(),
+                    format!("stdio,id=con0,mux=on,signal=off,logfile={}", log.display()),
+                    "-serial".into(),
+                    "chardev:con0".into(),
+                    "-mon".into(),
+                    "chardev=con0,mode=readline".into(),
+                    "-echr".into(),
+                    "0x1d".into(),
+                ]);
+            }
+            Console::Captured => {
+                a.extend([
+                    "-monitor".into(),
+                    "none".into(),
+                    "-serial".into(),
+                    "stdio".into(),
+                ]);
+            }
+        }
+        a.extend([
+            "-serial".into(),
+            format!("file:{}", self.secure_log.display()),
+        ]);
+        if let Some(port) = self.gdb_port {
+            a.extend(["-gdb".into(), format!("tcp::{port}"), "-S".into()]);
+        }
+        a
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new("qemu-system-aarch64");
+        c.args(self.args());
+        c
+    }
+}
+
+/// A child process that is killed when dropped, so no QEMU outlives xtask.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What a console watcher decides after a line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Continue,
+    /// Stop: the run is over with this result; QEMU is given a moment to exit, then killed.
+    Done(u8),
+    /// Stop: something that must never appear did.
+    Fail(String),
+}
+
+/// How a captured run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The watcher said done.
+    Done(u8),
+    /// The watcher said fail.
+    Failed(String),
+    /// QEMU exited before the watcher was done.
+    Exited(Option<i32>),
+    TimedOut,
+}
+
+/// How long QEMU may take to exit on its own after the final marker.
+const EXIT_GRACE: Duration = Duration::from_secs(10);
+
+/// Run with the console captured: every line is appended to `console_log`, optionally
+/// echoed, and given to `watch`. Ends on the watcher's verdict, QEMU's exit, or `timeout`.
+pub fn run_captured(
+    inv: &Invocation,
+    console_log: &Path,
+    timeout: Duration,
+    echo: bool,
+    mut watch: impl FnMut(&str) -> Verdict,
+) -> Result<Outcome> {
+    let mut cmd = inv.command();
+    let qemu_err = console_log.with_file_name("qemu-stderr.log");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&qemu_err)?);
+    std::fs::write(
+        console_log.with_file_name("qemu-cmdline.txt"),
+        crate::step::show(&cmd),
+    )?;
+    let mut child = KillOnDrop(cmd.spawn().context("starting qemu-system-aarch64")?);
+    let mut stdout = child.0.stdout.take().context("no stdout pipe")?;
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut log = std::io::BufWriter::new(std::fs::File::create(console_log)?);
+    let deadline = Instant::now() + timeout;
+    let mut line = Vec::new();
+    let mut verdict = None;
+    while verdict.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            log.flush()?;
+            return Ok(Outcome::TimedOut);
+        }
+        match rx.recv_timeout(left.min(Duration::from_millis(500))) {
+            Ok(chunk) => {
+                log.write_all(&chunk)?;
+                if echo {
+                    std::io::stdout().write_all(&chunk)?;
+                    std::io::stdout().flush()?;
+                }
+                for b in chunk {
+                    if b == b'\n' {
+                        let text = String::from_utf8_lossy(&line);
+                        match watch(text.trim_end_matches('\r')) {
+                            Verdict::Continue => {}
+                            Verdict::Done(c) => verdict = Some(Outcome::Done(c)),
+                            Verdict::Fail(m) => verdict = Some(Outcome::Failed(m)),
+                        }
+                        line.clear();
+                    } else {
+                        line.push(b);
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                log.flush()?;
+                let status = child.0.wait()?;
+                return Ok(Outcome::Exited(status.code()));
+            }
+        }
+    }
+    log.flush()?;
+    // The guest powered off (or failed); QEMU 7.2 exits by itself, newer ones may not.
+    let grace = Instant::now() + EXIT_GRACE;
+    while Instant::now() < grace {
+        if child.0.try_wait()?.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(verdict.unwrap_or(Outcome::TimedOut))
+}
+
+/// Run interactively with the terminal attached; returns QEMU's exit code.
+pub fn run_interactive(inv: &Invocation) -> Result<u8> {
+    let mut cmd = inv.command();
+    let status = cmd.status().context("starting qemu-system-aarch64")?;
+    match status.code() {
+        Some(c) => Ok(c.clamp(0, 255) as u8),
+        None => bail!("QEMU was killed by a signal"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inv(console: Console) -> Invocation {
+        Invocation {
+            machine: Machine {
+                smp: 2,
+                mem_mib: 2048,
+            },
+            bios: "/c/bios.bin".into(),
+            dtb: "/r/virt.dtb".into(),
+            loads: vec![
+                ("/c/Image".into(), 0x6000_0000),
+                ("/r/initrd".into(), 0x4800_0000),
+            ],
+            console,
+            secure_log: "/r/secure.log".into(),
+            gdb_port: None,
+        }
+    }
+
+    fn has_pair(args: &[String], a: &str, b: &str) -> bool {
+        args.windows(2).any(|w| w[0] == a && w[1] == b)
+    }
+
+    #[test]
+    fn the_board_has_trustzone_el2_and_gicv3() {
+        let a = inv(Console::Captured).args();
+        assert!(has_pair(
+            &a,
+            "-machine",
+            "virt,secure=on,virtualization=on,gic-version=3"
+        ));
+        assert!(has_pair(&a, "-smp", "2"));
+        assert!(has_pair(&a, "-m", "2048M"));
+        assert!(has_pair(&a, "-bios", "/c/bios.bin"));
+        assert!(has_pair(&a, "-dtb", "/r/virt.dtb"));
+    }
+
+    #[test]
+    fn images_are_loaded_at_their_addresses() {
+        let a = inv(Console::Captured).args();
+        assert!(has_pair(
+            &a,
+            "-device",
+            "loader,file=/c/Image,addr=0x60000000"
+        ));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "loader,file=/r/initrd,addr=0x48000000"
+        ));
+    }
+
+    #[test]
+    fn two_uarts_normal_world_first_then_secure() {
+        let a = inv(Console::Captured).args();
+        let serials: Vec<&String> = a
+            .windows(2)
+            .filter(|w| w[0] == "-serial")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(serials, ["stdio", "file:/r/secure.log"]);
+        let b = inv(Console::Interactive {
+            log: "/r/console.log".into(),
+        })
+        .args();
+        let serials: Vec<&String> = b
+            .windows(2)
+            .filter(|w| w[0] == "-serial")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(serials, ["chardev:con0", "file:/r/secure.log"]);
+        assert!(b.iter().any(|x| x.contains("logfile=/r/console.log")));
+        assert!(has_pair(&b, "-echr", "0x1d"));
+    }
+
+    #[test]
+    fn gdb_stub_halts_at_reset() {
+        let mut i = inv(Console::Captured);
+        i.gdb_port = Some(1234);
+        let a = i.args();
+        assert!(has_pair(&a, "-gdb", "tcp::1234"));
+        assert!(a.contains(&"-S".to_string()));
+    }
+}

@@ -1,0 +1,361 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `cargo xtask test`: host unit tests, the EL2 build, and QEMU scenarios.
+//!
+//! A scenario is data in `tests/scenarios/<name>.toml`: which profile to boot, the command
+//! to run in the guest, the markers that must appear (in order) on the console and on
+//! OP-TEE's secure UART, markers that must never appear, the expected exit status, and a
+//! timeout. Pass or fail comes only from those markers and the exit status.
+
+use crate::profile::{self, Hv};
+use crate::qemu::{self, Console, Machine, Outcome, Verdict};
+use crate::{paths, step};
+use anyhow::{Context, Result};
+use regex::Regex;
+use serde::Deserialize;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+pub struct TestArgs {
+    /// Also run the long scenarios (xtest's whole default suite).
+    #[arg(long)]
+    pub full: bool,
+    /// Skip the host unit tests and the EL2 build; run only QEMU scenarios.
+    #[arg(long)]
+    pub scenarios_only: bool,
+    /// Run only scenarios whose name contains one of these words.
+    pub filter: Vec<String>,
+}
+
+/// One scenario file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(skip)]
+    pub name: String,
+    /// What the scenario shows, in a sentence.
+    pub description: String,
+    pub hv: HvName,
+    /// Shell command run in the guest by /init.
+    pub run: String,
+    pub timeout_secs: u64,
+    /// Only with `--full`.
+    #[serde(default)]
+    pub full: bool,
+    #[serde(default = "default_smp")]
+    pub smp: u32,
+    #[serde(default = "default_mem")]
+    pub mem: u32,
+    /// The command's expected exit status.
+    #[serde(default)]
+    pub exit_status: u8,
+    /// Regexes that must match console lines, in this order.
+    #[serde(default)]
+    pub console: Vec<String>,
+    /// Regexes that must match lines of OP-TEE's secure-UART log, in this order.
+    #[serde(default)]
+    pub secure: Vec<String>,
+    /// Regexes that fail the scenario at once if a console line matches.
+    #[serde(default)]
+    pub forbid: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HvName {
+    None,
+    Moat,
+    Xen,
+}
+
+impl From<HvName> for Hv {
+    fn from(h: HvName) -> Hv {
+        match h {
+            HvName::None => Hv::None,
+            HvName::Moat => Hv::Moat,
+            HvName::Xen => Hv::Xen,
+        }
+    }
+}
+
+fn default_smp() -> u32 {
+    2
+}
+fn default_mem() -> u32 {
+    2048
+}
+
+impl Scenario {
+    pub fn parse(name: &str, text: &str) -> Result<Self> {
+        let mut s: Scenario = toml::from_str(text).with_context(|| format!("scenario {name}"))?;
+        s.name = name.to_string();
+        for re in s.console.iter().chain(&s.secure).chain(&s.forbid) {
+            Regex::new(re).with_context(|| format!("scenario {name}: bad regex {re:?}"))?;
+        }
+        anyhow::ensure!(
+            s.timeout_secs > 0,
+            "scenario {name}: timeout_secs must be > 0"
+        );
+        Ok(s)
+    }
+
+    /// All scenarios under `tests/scenarios`, sorted by name.
+    pub fn load_all() -> Result<Vec<Self>> {
+        let dir = paths::workspace_root().join("tests/scenarios");
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let name = p
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                v.push(Self::parse(&name, &std::fs::read_to_string(&p)?)?);
+            }
+        }
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+}
+
+/// Regexes that must match lines in order.
+pub struct Ordered {
+    pats: Vec<Regex>,
+    next: usize,
+}
+
+impl Ordered {
+    pub fn new(pats: &[String]) -> Result<Self> {
+        Ok(Self {
+            pats: pats
+                .iter()
+                .map(|p| Regex::new(p))
+                .collect::<Result<_, _>>()?,
+            next: 0,
+        })
+    }
+    pub fn feed(&mut self, line: &str) {
+        if self.pats.get(self.next).is_some_and(|p| p.is_match(line)) {
+            self.next += 1;
+        }
+    }
+    pub fn missing(&self) -> Vec<String> {
+        self.pats[self.next..]
+            .iter()
+            .map(|p| p.as_str().to_string())
+            .collect()
+    }
+}
+
+/// Everything that went wrong in one scenario (empty: it passed).
+pub fn judge(
+    s: &Scenario,
+    outcome: &Outcome,
+    console: &Ordered,
+    secure_log: &str,
+) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    match outcome {
+        Outcome::Done(code) if *code == s.exit_status => {}
+        Outcome::Done(code) => {
+            problems.push(format!("exit status {code}, expected {}", s.exit_status))
+        }
+        Outcome::Failed(line) => problems.push(format!("forbidden line: {line}")),
+        Outcome::Exited(code) => problems.push(format!(
+            "QEMU exited ({code:?}) before the command finished"
+        )),
+        Outcome::TimedOut => problems.push(format!("timed out after {} s", s.timeout_secs)),
+    }
+    for m in console.missing() {
+        problems.push(format!("console marker not seen: /{m}/"));
+    }
+    let mut sec = Ordered::new(&s.secure)?;
+    for line in secure_log.lines() {
+        sec.feed(line.trim_end_matches('\r'));
+    }
+    for m in sec.missing() {
+        problems.push(format!("secure-UART marker not seen: /{m}/"));
+    }
+    Ok(problems)
+}
+
+/// Boot one scenario and judge it. Returns the problems found.
+fn run_one(s: &Scenario) -> Result<Vec<String>> {
+    let machine = Machine {
+        smp: s.smp,
+        mem_mib: s.mem,
+    };
+    let p = profile::prepare(s.hv.into(), &machine)?;
+    let dir = paths::run_dir(&format!("test-{}", s.name))?;
+    let inv = profile::invocation(&p, Some(&s.run), &dir, Console::Captured)?;
+    let console_log = dir.join("console.log");
+    let mut console = Ordered::new(&s.console)?;
+    let forbid: Vec<Regex> = s
+        .forbid
+        .iter()
+        .map(|r| Regex::new(r))
+        .collect::<Result<_, _>>()?;
+    let outcome = qemu::run_captured(
+        &inv,
+        &console_log,
+        Duration::from_secs(s.timeout_secs),
+        false,
+        |line| {
+            console.feed(line);
+            if forbid.iter().any(|f| f.is_match(line)) {
+                return Verdict::Fail(line.to_string());
+            }
+            match profile::run_exit(line) {
+                Some(code) => Verdict::Done(code),
+                None => Verdict::Continue,
+            }
+        },
+    )?;
+    let secure =
+        String::from_utf8_lossy(&std::fs::read(&inv.secure_log).unwrap_or_default()).into_owned();
+    judge(s, &outcome, &console, &secure)
+}
+
+fn host_tests() -> Result<()> {
+    let root = paths::workspace_root();
+    step::run_visible(
+        "host unit tests (cargo test)",
+        Command::new(paths::cargo()).current_dir(&root).args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "hv",
+            "--exclude",
+            "boot",
+        ]),
+    )?;
+    crate::host::ensure_rust_target()?;
+    step::run_visible(
+        "EL2 crates build (aarch64-unknown-none-softfloat)",
+        Command::new(paths::cargo()).current_dir(&root).args([
+            "build",
+            "--release",
+            "-p",
+            "boot",
+            "--target",
+            paths::TARGET,
+        ]),
+    )
+}
+
+/// `cargo xtask test`.
+pub fn test(args: &TestArgs) -> Result<u8> {
+    if !args.scenarios_only {
+        host_tests()?;
+    }
+    let all = Scenario::load_all()?;
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for s in &all {
+        let selected =
+            args.filter.is_empty() || args.filter.iter().any(|f| s.name.contains(f.as_str()));
+        if !selected || (s.full && !args.full) {
+            skipped += 1;
+            continue;
+        }
+        println!("==> scenario {}: {}", s.name, s.description);
+        let start = Instant::now();
+        let problems = run_one(s)?;
+        let secs = start.elapsed().as_secs_f64();
+        let logs = paths::workspace_root()
+            .join("target/moat")
+            .join(format!("test-{}", s.name));
+        if problems.is_empty() {
+            passed += 1;
+            println!("  PASS {} ({secs:.1}s)", s.name);
+        } else {
+            failed += 1;
+            println!("  FAIL {} ({secs:.1}s)", s.name);
+            for p in &problems {
+                println!("    - {p}");
+            }
+            println!("    logs: {}", logs.display());
+            println!("    console (last lines):");
+            for l in step::tail(&logs.join("console.log"), 20).lines() {
+                println!("      {l}");
+            }
+        }
+    }
+    println!("scenarios: {passed} passed, {failed} failed, {skipped} skipped");
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Check every committed scenario file parses (used by the unit tests).
+    pub fn check_dir(dir: &Path) -> Result<usize> {
+        let mut n = 0;
+        for e in std::fs::read_dir(dir)? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                Scenario::parse("t", &std::fs::read_to_string(&p)?)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    const S: &str = r#"
+        description = "d"
+        hv = "none"
+        run = "xtest 1001"
+        timeout_secs = 10
+        console = ["^a$", "b"]
+        secure = ["OP-TEE version"]
+        forbid = ["panic"]
+    "#;
+
+    #[test]
+    fn committed_scenarios_parse() {
+        assert!(check_dir(&paths::workspace_root().join("tests/scenarios")).unwrap() >= 1);
+    }
+
+    #[test]
+    fn markers_must_come_in_order() {
+        let s = Scenario::parse("t", S).unwrap();
+        let mut c = Ordered::new(&s.console).unwrap();
+        c.feed("b");
+        c.feed("a");
+        assert_eq!(c.missing(), vec!["b"]);
+        c.feed("xx b xx");
+        assert!(c.missing().is_empty());
+    }
+
+    #[test]
+    fn judging_needs_status_console_and_secure_markers() {
+        let s = Scenario::parse("t", S).unwrap();
+        let mut c = Ordered::new(&s.console).unwrap();
+        c.feed("a");
+        c.feed("b");
+        let ok = judge(&s, &Outcome::Done(0), &c, "I/TC: OP-TEE version: 4.5\n").unwrap();
+        assert!(ok.is_empty(), "{ok:?}");
+        let bad_status = judge(&s, &Outcome::Done(1), &c, "I/TC: OP-TEE version: 4.5\n").unwrap();
+        assert_eq!(bad_status.len(), 1);
+        let no_banner = judge(&s, &Outcome::Done(0), &c, "nothing\n").unwrap();
+        assert!(no_banner[0].contains("secure-UART marker"));
+        let timeout = judge(
+            &s,
+            &Outcome::TimedOut,
+            &Ordered::new(&s.console).unwrap(),
+            "",
+        )
+        .unwrap();
+        assert_eq!(timeout.len(), 4);
+    }
+
+    #[test]
+    fn bad_scenarios_are_rejected() {
+        assert!(Scenario::parse("t", &S.replace("^a$", "(")).is_err());
+        assert!(Scenario::parse("t", &S.replace("timeout_secs = 10", "timeout_secs = 0")).is_err());
+        assert!(Scenario::parse("t", &format!("{S}\nunknown = 1")).is_err());
+        assert!(Scenario::parse("t", &S.replace("\"none\"", "\"kvm\"")).is_err());
+    }
+}

@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Trusted Firmware-A, built from Debian's source package with OP-TEE as BL32.
+//!
+//! ```text
+//!  bios.bin = bl1.bin, padded to 0x40000 | fip.bin (BL2, BL31, BL32 = OP-TEE header+pager)
+//!             ^ QEMU -bios maps it at 0x0 (secure flash), BL1 finds the FIP at 0x40000
+//! ```
+
+use crate::apt::PrivateApt;
+use crate::stack::{OpteeFlavour, Stack};
+use crate::step::{self, Key};
+use anyhow::{ensure, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where QEMU virt's BL1 expects the FIP inside the `-bios` image.
+const FIP_OFFSET: u64 = 0x40000;
+
+/// Download and unpack TF-A's source package (cached by version).
+fn source(cache: &Path, apt: &mut PrivateApt, stack: &Stack) -> Result<PathBuf> {
+    let key = Key::new("tfa-src")
+        .with("source", &stack.tfa.source)
+        .with("version", &stack.tfa.version);
+    let title = format!("TF-A source {} {}", stack.tfa.source, stack.tfa.version);
+    let dir = step::cached(cache, &key, &title, |out, log| {
+        apt.source(out, &stack.tfa.source, &stack.tfa.version, log)
+            .map(|_| ())
+    })?;
+    Ok(dir.join("tree"))
+}
+
+/// The OP-TEE OS packages (both flavours and the TA dev kit), unpacked (cached by version).
+pub fn optee(cache: &Path, apt: &mut PrivateApt, stack: &Stack) -> Result<PathBuf> {
+    let o = &stack.optee;
+    let key = Key::new("optee")
+        .with("package", &o.package)
+        .with("dev_package", &o.dev_package)
+        .with("version", &o.version);
+    let debs = cache.join("debs");
+    step::cached(
+        cache,
+        &key,
+        &format!("OP-TEE OS {} (Debian)", o.version),
+        |out, log| {
+            for pkg in [&o.package, &o.dev_package] {
+                let deb = apt.download(&debs, pkg, &o.version, log)?;
+                log.run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(out))?;
+            }
+            Ok(())
+        },
+    )
+}
+
+/// The three BL32 images of an OP-TEE flavour inside the unpacked packages.
+pub fn bl32_images(optee_root: &Path, stack: &Stack, flavour: OpteeFlavour) -> [PathBuf; 3] {
+    let d = optee_root
+        .join("usr/lib/optee")
+        .join(stack.optee_dir(flavour));
+    [
+        "tee-header_v2.bin",
+        "tee-pager_v2.bin",
+        "tee-pageable_v2.bin",
+    ]
+    .map(|f| d.join(f))
+}
+
+/// The `make` command line for TF-A, as data.
+pub fn make_args(
+    stack: &Stack,
+    bl32: &[PathBuf; 3],
+    build_base: &Path,
+    jobs: usize,
+) -> Vec<String> {
+    let mut args = vec![
+        format!("-j{jobs}"),
+        "CROSS_COMPILE=aarch64-linux-gnu-".to_string(),
+    ];
+    args.extend(stack.tfa.flags.iter().cloned());
+    args.push(format!("BL32={}", bl32[0].display()));
+    args.push(format!("BL32_EXTRA1={}", bl32[1].display()));
+    args.push(format!("BL32_EXTRA2={}", bl32[2].display()));
+    args.push(format!("BUILD_BASE={}", build_base.display()));
+    args.extend(["all".to_string(), "fip".to_string()]);
+    args
+}
+
+/// Build TF-A for `flavour` and return the `-bios` image. `optee_root` is the unpacked
+/// OP-TEE packages from [`optee`].
+pub fn build(
+    cache: &Path,
+    apt: &mut PrivateApt,
+    stack: &Stack,
+    optee_root: &Path,
+    flavour: OpteeFlavour,
+) -> Result<PathBuf> {
+    let tree = source(cache, apt, stack)?;
+    let bl32 = bl32_images(optee_root, stack, flavour);
+    let mut key = Key::new("tfa")
+        .with("source", &stack.tfa.source)
+        .with("version", &stack.tfa.version)
+        .with("flags", stack.tfa.flags.join(" "))
+        .with("optee", format!("{} {:?}", stack.optee.version, flavour));
+    for (i, f) in bl32.iter().enumerate() {
+        key = key.with_file(&format!("bl32[{i}]"), f)?;
+    }
+    let title = format!(
+        "TF-A {} with OP-TEE {} ({flavour:?})",
+        stack.tfa.version, stack.optee.version
+    );
+    let dir = step::cached(cache, &key, &title, |out, log| {
+        let jobs = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let build_base = out.join("build");
+        log.run(Command::new("make").current_dir(&tree).args(make_args(
+            stack,
+            &bl32,
+            &build_base,
+            jobs,
+        )))?;
+        let rel = build_base.join("qemu/release");
+        let mut bios = std::fs::read(rel.join("bl1.bin")).context("reading bl1.bin")?;
+        ensure!(
+            bios.len() as u64 <= FIP_OFFSET,
+            "bl1.bin is {} bytes, more than the {FIP_OFFSET:#x} before the FIP",
+            bios.len()
+        );
+        bios.resize(FIP_OFFSET as usize, 0);
+        bios.extend(std::fs::read(rel.join("fip.bin")).context("reading fip.bin")?);
+        std::fs::write(out.join("bios.bin"), bios)?;
+        for f in ["bl1/bl1.elf", "bl2/bl2.elf", "bl31/bl31.elf"] {
+            std::fs::copy(
+                rel.join(f),
+                out.join(Path::new(f).file_name().unwrap_or_default()),
+            )?;
+        }
+        std::fs::remove_dir_all(&build_base)?;
+        Ok(())
+    })?;
+    Ok(dir.join("bios.bin"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn make_line_carries_pinned_flags_and_bl32() {
+        let stack = Stack::load().unwrap();
+        let bl32 = bl32_images(Path::new("/o"), &stack, OpteeFlavour::Virtualized);
+        let args = make_args(&stack, &bl32, Path::new("/b"), 2);
+        assert!(args.contains(&"SPD=opteed".to_string()));
+        assert!(args.contains(&"QEMU_USE_GIC_DRIVER=QEMU_GICV3".to_string()));
+        assert!(args.contains(&"PRELOADED_BL33_BASE=0x60000000".to_string()));
+        assert!(args.contains(
+            &"BL32=/o/usr/lib/optee/vexpress-qemu_armv8a-virtualized/tee-header_v2.bin".to_string()
+        ));
+        assert!(args
+            .iter()
+            .any(|a| a.starts_with("BL32_EXTRA2=") && a.ends_with("tee-pageable_v2.bin")));
+        assert_eq!(&args[args.len() - 2..], ["all", "fip"]);
+    }
+}
