@@ -38,37 +38,102 @@ pub fn base(cache: &Path, machine: &Machine, bios: &Path) -> Result<PathBuf> {
     Ok(dir.join("virt.dtb"))
 }
 
+/// A boot module for a hypervisor, in Xen's multiboot binding
+/// (`docs/misc/arm/device-tree/booting.txt`): `/chosen/module@<addr>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    /// The specific compatible, `multiboot,kernel` or `multiboot,ramdisk`; the generic
+    /// `multiboot,module` is added after it.
+    pub kind: &'static str,
+    pub addr: u64,
+    pub size: u64,
+}
+
 /// What goes into `/chosen` for one run.
 #[derive(Clone, Debug, Default)]
 pub struct Chosen {
-    pub bootargs: String,
-    /// `[start, end)` of the initrd in guest physical memory.
+    /// The kernel command line (`bootargs`) when Linux is BL33; unset for hypervisors,
+    /// which read `xen,xen-bootargs` and pass `xen,dom0-bootargs` on to dom0.
+    pub bootargs: Option<String>,
+    /// `[start, end)` of the initrd in guest physical memory, when Linux is BL33.
     pub initrd: Option<(u64, u64)>,
+    /// The hypervisor's own command line (`xen,xen-bootargs`).
+    pub xen_bootargs: Option<String>,
+    /// dom0's kernel command line (`xen,dom0-bootargs`).
+    pub dom0_bootargs: Option<String>,
+    /// dom0's kernel and ramdisk.
+    pub modules: Vec<Module>,
+}
+
+fn cells(val: u64) -> [String; 2] {
+    [(val >> 32).to_string(), (val & 0xffff_ffff).to_string()]
 }
 
 /// The `fdtput` invocations that write `chosen` into a DTB file, as data.
 pub fn fdtput_args(dtb: &Path, chosen: &Chosen) -> Vec<Vec<String>> {
     let d = dtb.display().to_string();
-    let mut v = vec![vec![
-        "-t".into(),
-        "s".into(),
-        d.clone(),
-        "/chosen".into(),
-        "bootargs".into(),
-        chosen.bootargs.clone(),
-    ]];
-    if let Some((start, end)) = chosen.initrd {
-        for (prop, val) in [("linux,initrd-start", start), ("linux,initrd-end", end)] {
-            // Two cells, as /chosen's parent has #address-cells = <2>.
+    let string = |prop: &str, val: &str| -> Vec<String> {
+        vec![
+            "-t".into(),
+            "s".into(),
+            d.clone(),
+            "/chosen".into(),
+            prop.into(),
+            val.into(),
+        ]
+    };
+    let mut v = Vec::new();
+    if let Some(b) = &chosen.bootargs {
+        v.push(string("bootargs", b));
+    }
+    if let Some(b) = &chosen.xen_bootargs {
+        v.push(string("xen,xen-bootargs", b));
+    }
+    if let Some(b) = &chosen.dom0_bootargs {
+        v.push(string("xen,dom0-bootargs", b));
+    }
+    if !chosen.modules.is_empty() {
+        // Module `reg`s use /chosen's own cells: two each, so any address fits.
+        for prop in ["#address-cells", "#size-cells"] {
             v.push(vec![
                 "-t".into(),
                 "u".into(),
                 d.clone(),
                 "/chosen".into(),
                 prop.into(),
-                (val >> 32).to_string(),
-                (val & 0xffff_ffff).to_string(),
+                "2".into(),
             ]);
+        }
+    }
+    for m in &chosen.modules {
+        let node = format!("/chosen/module@{:x}", m.addr);
+        v.push(vec!["-c".into(), d.clone(), node.clone()]);
+        v.push(vec![
+            "-t".into(),
+            "s".into(),
+            d.clone(),
+            node.clone(),
+            "compatible".into(),
+            m.kind.into(),
+            "multiboot,module".into(),
+        ]);
+        let mut reg = vec!["-t".into(), "u".into(), d.clone(), node, "reg".into()];
+        reg.extend(cells(m.addr));
+        reg.extend(cells(m.size));
+        v.push(reg);
+    }
+    if let Some((start, end)) = chosen.initrd {
+        for (prop, val) in [("linux,initrd-start", start), ("linux,initrd-end", end)] {
+            // Two cells, as /chosen's parent has #address-cells = <2>.
+            let mut a = vec![
+                "-t".into(),
+                "u".into(),
+                d.clone(),
+                "/chosen".into(),
+                prop.into(),
+            ];
+            a.extend(cells(val));
+            v.push(a);
         }
     }
     v
@@ -99,13 +164,63 @@ mod tests {
     #[test]
     fn initrd_bounds_are_written_as_two_cells() {
         let c = Chosen {
-            bootargs: "console=ttyAMA0".into(),
+            bootargs: Some("console=ttyAMA0".into()),
             initrd: Some((0x4800_0000, 0x1_0000_0010)),
+            ..Chosen::default()
         };
         let a = fdtput_args(Path::new("/r/v.dtb"), &c);
         assert_eq!(a.len(), 3);
         assert_eq!(a[0][5], "console=ttyAMA0");
         assert_eq!(a[1][4..], ["linux,initrd-start", "0", "1207959552"]);
         assert_eq!(a[2][4..], ["linux,initrd-end", "1", "16"]);
+    }
+
+    #[test]
+    fn hypervisor_boots_get_xen_multiboot_modules() {
+        let c = Chosen {
+            xen_bootargs: Some("dom0_mem=512M dom0_max_vcpus=2".into()),
+            dom0_bootargs: Some("console=hvc0".into()),
+            modules: vec![
+                Module {
+                    kind: "multiboot,kernel",
+                    addr: 0x5000_0000,
+                    size: 0x20_0000,
+                },
+                Module {
+                    kind: "multiboot,ramdisk",
+                    addr: 0x4800_0000,
+                    size: 0x1000,
+                },
+            ],
+            ..Chosen::default()
+        };
+        let a = fdtput_args(Path::new("/r/v.dtb"), &c);
+        assert!(a.iter().all(|x| !x.contains(&"bootargs".to_string())));
+        assert!(a
+            .iter()
+            .any(|x| x[4..] == ["xen,xen-bootargs", "dom0_mem=512M dom0_max_vcpus=2"]));
+        assert!(a
+            .iter()
+            .any(|x| x[4..] == ["xen,dom0-bootargs", "console=hvc0"]));
+        assert!(a.iter().any(|x| x[4..] == ["#address-cells", "2"]));
+        assert!(a
+            .iter()
+            .any(|x| x[..] == ["-c", "/r/v.dtb", "/chosen/module@50000000"]));
+        assert!(a.iter().any(|x| x[3..]
+            == [
+                "/chosen/module@50000000",
+                "compatible",
+                "multiboot,kernel",
+                "multiboot,module"
+            ]));
+        assert!(a.iter().any(|x| x[3..]
+            == [
+                "/chosen/module@48000000",
+                "reg",
+                "0",
+                "1207959552",
+                "0",
+                "4096"
+            ]));
     }
 }

@@ -7,12 +7,17 @@
 //!   0x4000_0000  DTB (QEMU puts it here; TF-A and OP-TEE edit it in place)
 //!   0x4200_0000  OP-TEE's static SHM, reserved by Debian's builds: never load over it
 //!   0x4220_0000  -
-//!   0x4800_0000  initrd
+//!   0x4800_0000  initrd (dom0's ramdisk module under a hypervisor)
+//!   0x5000_0000  dom0's kernel module (under a hypervisor)
 //!   0x6000_0000  BL33: the Linux Image (--hv none) or the hypervisor image
 //! ```
+//!
+//! Under a hypervisor the DT's `/chosen` carries Xen's multiboot binding: the hypervisor's
+//! command line in `xen,xen-bootargs`, dom0's in `xen,dom0-bootargs`, and the kernel and
+//! ramdisk as `module@…` nodes. moat and stock Xen get the very same DT and addresses.
 
 use crate::apt::PrivateApt;
-use crate::dtb::{self, Chosen};
+use crate::dtb::{self, Chosen, Module};
 use crate::qemu::{self, Console, Invocation, Machine, Outcome, Verdict};
 use crate::stack::{OpteeFlavour, Stack};
 use crate::{host, paths, rootfs, tfa};
@@ -26,6 +31,8 @@ pub const RAM_BASE: u64 = 0x4000_0000;
 pub const OPTEE_SHM: (u64, u64) = (0x4200_0000, 0x4220_0000);
 /// Where the initrd is loaded.
 pub const INITRD_ADDR: u64 = 0x4800_0000;
+/// Where dom0's kernel is loaded when a hypervisor is BL33.
+pub const DOM0_KERNEL_ADDR: u64 = 0x5000_0000;
 /// Where TF-A enters BL33 (its PRELOADED_BL33_BASE).
 pub const BL33_ADDR: u64 = 0x6000_0000;
 
@@ -82,13 +89,47 @@ pub struct Prepared {
     pub machine: Machine,
     pub bios: PathBuf,
     pub dtb_base: PathBuf,
+    /// The Linux Image: BL33 itself with no hypervisor, dom0's kernel module otherwise.
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
+    /// The hypervisor image entered as BL33, if there is one.
+    pub hypervisor: Option<PathBuf>,
+    /// The hypervisor's command line (`xen,xen-bootargs`).
+    pub hv_bootargs: String,
+    /// Linux's command line (`bootargs`, or `xen,dom0-bootargs` under a hypervisor).
+    pub linux_bootargs: String,
+}
+
+/// The firmware, kernel, initramfs and DTB shared by every profile.
+pub struct Common {
+    pub bios: PathBuf,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub dtb_base: PathBuf,
+}
+
+/// Build (or reuse) what every profile needs, for one OP-TEE flavour.
+pub fn prepare_common(flavour: OpteeFlavour, machine: &Machine) -> Result<Common> {
+    let stack = Stack::load()?;
+    host::ensure(&stack)?;
+    let cache = paths::cache_dir()?;
+    println!("cache: {}", cache.display());
+    let mut apt = PrivateApt::new(&cache, &stack.suites)?;
+    let optee_root = tfa::optee(&cache, &mut apt, &stack)?;
+    let bios = tfa::build(&cache, &mut apt, &stack, &optee_root, flavour)?;
+    let (kernel, modules) = rootfs::kernel(&cache, &mut apt, &stack)?;
+    let initramfs = rootfs::initramfs(&cache, &mut apt, &stack, flavour, &optee_root, &modules)?;
+    let dtb_base = dtb::base(&cache, machine, &bios)?;
+    Ok(Common {
+        bios,
+        kernel,
+        initramfs,
+        dtb_base,
+    })
 }
 
 /// Build (or reuse) the pieces for `hv` on `machine`.
 pub fn prepare(hv: Hv, machine: &Machine) -> Result<Prepared> {
-    let flavour = hv.optee_flavour();
     match hv {
         Hv::None => {}
         Hv::Moat => bail!(
@@ -100,41 +141,60 @@ pub fn prepare(hv: Hv, machine: &Machine) -> Result<Prepared> {
              \"Stock Xen with its OP-TEE mediator\". Use --hv none for now."
         ),
     }
-    let stack = Stack::load()?;
-    host::ensure(&stack)?;
-    let cache = paths::cache_dir()?;
-    println!("cache: {}", cache.display());
-    let mut apt = PrivateApt::new(&cache, &stack.suites)?;
-    let optee_root = tfa::optee(&cache, &mut apt, &stack)?;
-    let bios = tfa::build(&cache, &mut apt, &stack, &optee_root, flavour)?;
-    let (kernel, modules) = rootfs::kernel(&cache, &mut apt, &stack)?;
-    let initramfs = rootfs::initramfs(&cache, &mut apt, &stack, flavour, &optee_root, &modules)?;
-    let dtb_base = dtb::base(&cache, machine, &bios)?;
+    let c = prepare_common(hv.optee_flavour(), machine)?;
     Ok(Prepared {
         machine: machine.clone(),
-        bios,
-        dtb_base,
-        kernel,
-        initramfs,
+        bios: c.bios,
+        dtb_base: c.dtb_base,
+        kernel: c.kernel,
+        initramfs: c.initramfs,
+        hypervisor: None,
+        hv_bootargs: String::new(),
+        linux_bootargs: "console=ttyAMA0 rdinit=/init".into(),
     })
 }
 
-/// Check that the images fit the layout above without touching OP-TEE's SHM.
-pub fn check_layout(initrd_len: u64, image_len: u64, mem_mib: u32) -> Result<()> {
+/// The images of one boot and their sizes in bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    pub initrd: u64,
+    pub kernel: u64,
+    /// The hypervisor image, when one is BL33.
+    pub hypervisor: Option<u64>,
+}
+
+/// Check that the images fit the layout above without overlapping each other or OP-TEE's
+/// static SHM.
+pub fn check_layout(sizes: Sizes, mem_mib: u32) -> Result<()> {
     let ram_end = RAM_BASE + u64::from(mem_mib) * 1024 * 1024;
-    let initrd_end = INITRD_ADDR + initrd_len;
-    ensure!(
-        initrd_end <= BL33_ADDR,
-        "the initrd ({initrd_len} bytes) runs into BL33 at {BL33_ADDR:#x}"
-    );
-    ensure!(
-        INITRD_ADDR >= OPTEE_SHM.1 || initrd_end <= OPTEE_SHM.0,
-        "the initrd overlaps OP-TEE's static SHM"
-    );
-    ensure!(
-        BL33_ADDR + image_len <= ram_end,
-        "the BL33 image does not fit in {mem_mib} MiB of RAM"
-    );
+    let mut regions = vec![("initrd", INITRD_ADDR, sizes.initrd)];
+    match sizes.hypervisor {
+        Some(hv) => {
+            regions.push(("dom0 kernel", DOM0_KERNEL_ADDR, sizes.kernel));
+            regions.push(("hypervisor", BL33_ADDR, hv));
+        }
+        None => regions.push(("kernel", BL33_ADDR, sizes.kernel)),
+    }
+    regions.sort_by_key(|r| r.1);
+    for (name, start, len) in &regions {
+        let end = start + len;
+        ensure!(
+            end <= ram_end,
+            "the {name} ({len} bytes at {start:#x}) does not fit in {mem_mib} MiB of RAM"
+        );
+        ensure!(
+            *start >= OPTEE_SHM.1 || end <= OPTEE_SHM.0,
+            "the {name} at {start:#x} overlaps OP-TEE's static SHM"
+        );
+    }
+    for w in regions.windows(2) {
+        let (a, a_start, a_len) = w[0];
+        let (b, b_start, _) = w[1];
+        ensure!(
+            a_start + a_len <= b_start,
+            "the {a} ({a_len} bytes at {a_start:#x}) runs into the {b} at {b_start:#x}"
+        );
+    }
     Ok(())
 }
 
@@ -155,23 +215,54 @@ pub fn invocation(
         }
         None => p.initramfs.clone(),
     };
-    let initrd_len = std::fs::metadata(&initrd)?.len();
-    check_layout(
-        initrd_len,
-        std::fs::metadata(&p.kernel)?.len(),
-        p.machine.mem_mib,
-    )?;
+    let size = |f: &Path| -> Result<u64> { Ok(std::fs::metadata(f)?.len()) };
+    let sizes = Sizes {
+        initrd: size(&initrd)?,
+        kernel: size(&p.kernel)?,
+        hypervisor: p.hypervisor.as_deref().map(size).transpose()?,
+    };
+    check_layout(sizes, p.machine.mem_mib)?;
     let dtb = dir.join("virt.dtb");
-    let chosen = Chosen {
-        bootargs: "console=ttyAMA0 rdinit=/init".into(),
-        initrd: Some((INITRD_ADDR, INITRD_ADDR + initrd_len)),
+    let (chosen, loads) = match &p.hypervisor {
+        None => (
+            Chosen {
+                bootargs: Some(p.linux_bootargs.clone()),
+                initrd: Some((INITRD_ADDR, INITRD_ADDR + sizes.initrd)),
+                ..Chosen::default()
+            },
+            vec![(p.kernel.clone(), BL33_ADDR), (initrd, INITRD_ADDR)],
+        ),
+        Some(hv) => (
+            Chosen {
+                xen_bootargs: Some(p.hv_bootargs.clone()),
+                dom0_bootargs: Some(p.linux_bootargs.clone()),
+                modules: vec![
+                    Module {
+                        kind: "multiboot,kernel",
+                        addr: DOM0_KERNEL_ADDR,
+                        size: sizes.kernel,
+                    },
+                    Module {
+                        kind: "multiboot,ramdisk",
+                        addr: INITRD_ADDR,
+                        size: sizes.initrd,
+                    },
+                ],
+                ..Chosen::default()
+            },
+            vec![
+                (hv.clone(), BL33_ADDR),
+                (p.kernel.clone(), DOM0_KERNEL_ADDR),
+                (initrd, INITRD_ADDR),
+            ],
+        ),
     };
     dtb::with_chosen(&p.dtb_base, &dtb, &chosen)?;
     Ok(Invocation {
         machine: p.machine.clone(),
         bios: p.bios.clone(),
         dtb,
-        loads: vec![(p.kernel.clone(), BL33_ADDR), (initrd, INITRD_ADDR)],
+        loads,
         console,
         secure_log: dir.join("secure.log"),
         gdb_port: None,
@@ -257,13 +348,34 @@ mod tests {
         assert_eq!(run_exit("moat-init: run-exit="), None);
     }
 
+    fn sizes(initrd: u64, kernel: u64, hypervisor: Option<u64>) -> Sizes {
+        Sizes {
+            initrd,
+            kernel,
+            hypervisor,
+        }
+    }
+
     #[test]
     fn the_layout_keeps_optee_shm_and_bl33_free() {
-        assert!(check_layout(20 << 20, 33 << 20, 2048).is_ok());
+        assert!(check_layout(sizes(20 << 20, 33 << 20, None), 2048).is_ok());
         // An initrd that reaches BL33.
-        assert!(check_layout(BL33_ADDR - INITRD_ADDR + 1, 33 << 20, 2048).is_err());
+        assert!(check_layout(sizes(BL33_ADDR - INITRD_ADDR + 1, 33 << 20, None), 2048).is_err());
         // A kernel that does not fit in a small RAM.
-        assert!(check_layout(1 << 20, 600 << 20, 1024).is_err());
+        assert!(check_layout(sizes(1 << 20, 600 << 20, None), 1024).is_err());
+    }
+
+    #[test]
+    fn under_a_hypervisor_dom0_modules_must_not_overlap() {
+        assert!(check_layout(sizes(20 << 20, 33 << 20, Some(2 << 20)), 2048).is_ok());
+        // A ramdisk that runs into dom0's kernel module.
+        let e = check_layout(
+            sizes(DOM0_KERNEL_ADDR - INITRD_ADDR + 1, 33 << 20, Some(1)),
+            2048,
+        );
+        assert!(format!("{:#}", e.unwrap_err()).contains("runs into the dom0 kernel"));
+        // A dom0 kernel that runs into the hypervisor.
+        assert!(check_layout(sizes(1, BL33_ADDR - DOM0_KERNEL_ADDR + 1, Some(1)), 2048).is_err());
     }
 
     #[test]
