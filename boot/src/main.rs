@@ -1,25 +1,35 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! boot: moat's entry point.
+//! boot: moat's entry points and image layout.
 //!
 //! ```text
 //!   TF-A BL31 --(eret to EL2, x0 = DTB)--> _start (arm64 Image header)
-//!                                             |  not at EL2? park
-//!                                             v
-//!                                   clear BSS, set SP, boot_main(dtb)
+//!                                            |  not at EL2? park
+//!                                            v
+//!                           clear BSS, SP = stack of CPU 0, TPIDR_EL2 = 0
+//!                                            v
+//!                                 hv::start(dtb, stack_top)
+//!
+//!   firmware PSCI CPU_ON (x0 = CPU index) --> _secondary_start
+//!                           SP = stack of that CPU, TPIDR_EL2 = index
+//!                                            v
+//!                                 hv::start_secondary(cpu, stack_top)
 //! ```
 //!
 //! The image starts with the arm64 Linux Image header (Documentation/arch/arm64/booting.rst),
-//! so it can be entered directly as BL33 or loaded by U-Boot's `booti`, as Xen is.
+//! so it can be entered directly as BL33 or loaded by U-Boot's `booti`, as Xen is. It is
+//! linked at 0x60000000 and must run there (see link.ld).
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
 #[cfg(target_os = "none")]
 mod entry {
-    use core::panic::PanicInfo;
+    /// Bytes of EL2 stack per CPU; must match STACK_SIZE in link.ld.
+    const STACK_SIZE: u64 = 0x10000;
 
     // SAFETY: this is the image's first code, placed at the load address by `link.ld`.
-    // Until `boot_main` runs, nothing else executes on this CPU, and the assembly only
-    // touches the stack and BSS that the linker script reserves for it.
+    // Until Rust runs, nothing else executes on a CPU, and the assembly only touches the
+    // BSS and the per-CPU stack that the linker script reserves. A secondary CPU's index
+    // (x0) comes from moat itself (hv::start_vcpu) and is bounded by MAX_CPUS here.
     core::arch::global_asm!(
         r#"
         .section .text.head, "ax"
@@ -37,49 +47,74 @@ mod entry {
         mrs     x1, CurrentEL
         lsr     x1, x1, #2
         cmp     x1, #2
-        b.ne    2f
+        b.ne    9f
+        mov     x19, x0                 // keep the DTB
         adrp    x1, __bss_start
         add     x1, x1, :lo12:__bss_start
         adrp    x2, __bss_end
         add     x2, x2, :lo12:__bss_end
-    3:  cmp     x1, x2
-        b.hs    4f
-        str     xzr, [x1], #8
-        b       3b
-    4:  adrp    x1, __stack_top
-        add     x1, x1, :lo12:__stack_top
-        mov     sp, x1
-        bl      boot_main
-    2:  wfe
+    2:  cmp     x1, x2
+        b.hs    3f
+        stp     xzr, xzr, [x1], #16
         b       2b
-    "#
+    3:  mov     x0, #0
+        msr     tpidr_el2, x0
+        adrp    x1, __stacks_start
+        add     x1, x1, :lo12:__stacks_start
+        mov     x2, #{stack}
+        add     x1, x1, x2              // top of CPU 0's stack
+        mov     sp, x1
+        mov     x0, x19
+        bl      moat_primary
+    9:  wfe
+        b       9b
+
+        .global _secondary_start
+    _secondary_start:
+        mrs     x1, CurrentEL
+        lsr     x1, x1, #2
+        cmp     x1, #2
+        b.ne    9b
+        cmp     x0, #{max_cpus}
+        b.hs    9b
+        msr     tpidr_el2, x0
+        adrp    x1, __stacks_start
+        add     x1, x1, :lo12:__stacks_start
+        add     x2, x0, #1
+        mov     x3, #{stack}
+        madd    x1, x2, x3, x1          // top of this CPU's stack
+        mov     sp, x1
+        bl      moat_secondary
+        b       9b
+    "#,
+        stack = const STACK_SIZE,
+        max_cpus = const hv::MAX_CPUS,
     );
 
-    /// First Rust code, on the boot CPU at EL2 with BSS cleared and a stack.
-    #[no_mangle]
-    extern "C" fn boot_main(_dtb: usize) -> ! {
-        park()
-    }
-
-    fn park() -> ! {
-        loop {
-            aarch64_wfe();
+    fn stack_top(cpu: usize) -> u64 {
+        extern "C" {
+            static __stacks_start: u8;
         }
+        // Taking a linker symbol's address reads nothing.
+        let base = core::ptr::addr_of!(__stacks_start) as u64;
+        base + (cpu as u64 + 1) * STACK_SIZE
     }
 
-    fn aarch64_wfe() {
-        // SAFETY: `wfe` only waits for an event; it has no memory or register effects.
-        unsafe { core::arch::asm!("wfe", options(nomem, nostack, preserves_flags)) }
+    /// The primary CPU, at EL2, BSS cleared, on CPU 0's stack.
+    #[no_mangle]
+    extern "C" fn moat_primary(dtb: u64) -> ! {
+        hv::start(dtb, stack_top(0))
     }
 
-    #[panic_handler]
-    fn panic(_info: &PanicInfo) -> ! {
-        park()
+    /// A secondary CPU, at EL2, on its own stack.
+    #[no_mangle]
+    extern "C" fn moat_secondary(cpu: usize) -> ! {
+        hv::start_secondary(cpu, stack_top(cpu))
     }
 }
 
 #[cfg(not(target_os = "none"))]
 fn main() {
-    eprintln!("moat is a bare-metal image: build it with `cargo xtask build`");
+    eprintln!("moat is a bare-metal image: build it with `cargo xtask qemu --hv moat`");
     std::process::exit(1);
 }

@@ -4,4 +4,396 @@
 //! All `unsafe`, inline assembly, system-register and MMIO access lives here (and in
 //! `boot`), with as little logic as possible: decisions are made by `hv-core` and
 //! `mediator` on plain values.
+//!
+//! ```text
+//!   boot::_start ─► hv::start(dtb)          primary CPU
+//!                     mmu, vectors, heap, DT → BootConfig, console, banner
+//!                     build dom0 (stage-2 1:1, derived DT), enter vCPU 0
+//!   PSCI CPU_ON from dom0 ─► firmware CPU_ON(pCPU, boot::_secondary_start)
+//!   boot::_secondary_start ─► hv::start_secondary(cpu) ─► enter vCPU cpu
+//! ```
 #![no_std]
+
+extern crate alloc;
+
+pub mod arch;
+pub mod console;
+pub mod domain;
+pub mod mem;
+pub mod pl011;
+pub mod trap;
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use hv_core::addr::{Ipa, PhysAddr, Range};
+use hv_core::bootcfg::BootConfig;
+use hv_core::psci as psci_ids;
+use hv_core::smccc::{self, FirmwareFeatures, WorkaroundStatus};
+use spin::Once;
+
+use crate::arch::{regs, TrapFrame};
+use crate::domain::Domain;
+
+/// Physical CPUs moat supports (one EL2 stack each, laid out by `boot`'s linker script).
+pub const MAX_CPUS: usize = 8;
+/// Most bytes of host DT moat accepts.
+const MAX_DTB: usize = 2 << 20;
+
+/// moat's version, printed in the banner.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The system, set up once by the primary CPU before any secondary starts.
+struct System {
+    firmware: FirmwareFeatures,
+    dom0: Domain,
+    /// MPIDR of each physical CPU, by index.
+    mpidrs: Vec<u64>,
+}
+
+static SYSTEM: Once<System> = Once::new();
+/// The console UART's base, kept for the panic handler.
+static CONSOLE_BASE: AtomicU64 = AtomicU64::new(0);
+
+extern "C" {
+    /// boot's entry for secondary CPUs (x0 = CPU index).
+    fn _secondary_start();
+    static __image_start: u8;
+    static __hv_end: u8;
+}
+
+fn system() -> &'static System {
+    SYSTEM
+        .get()
+        .expect("the system is set up before any guest runs")
+}
+
+pub(crate) fn dom0() -> &'static Domain {
+    &system().dom0
+}
+
+pub(crate) fn firmware_features() -> FirmwareFeatures {
+    system().firmware
+}
+
+/// This CPU's index, set by `boot` in TPIDR_EL2.
+pub(crate) fn cpu_index() -> usize {
+    let v: u64;
+    // SAFETY: reading TPIDR_EL2 has no side effects; boot wrote the CPU index there.
+    unsafe { core::arch::asm!("mrs {}, tpidr_el2", out(reg) v, options(nomem, nostack)) };
+    v as usize
+}
+
+/// moat's own memory, `[start, end)`, rounded out to 2 MiB.
+fn hv_region() -> Range<PhysAddr> {
+    // Taking the addresses of linker symbols reads nothing.
+    let (s, e) = (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__hv_end) as u64,
+    );
+    const M2: u64 = 2 << 20;
+    Range {
+        start: PhysAddr(s & !(M2 - 1)),
+        end: PhysAddr((e + M2 - 1) & !(M2 - 1)),
+    }
+}
+
+fn query_firmware() -> FirmwareFeatures {
+    let q = |id: u32| {
+        let r = arch::smc([
+            u64::from(smccc::SMCCC_ARCH_FEATURES),
+            u64::from(id),
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ]);
+        WorkaroundStatus::from_firmware(r[0])
+    };
+    FirmwareFeatures {
+        workaround_1: q(smccc::SMCCC_ARCH_WORKAROUND_1),
+        workaround_2: q(smccc::SMCCC_ARCH_WORKAROUND_2),
+        workaround_3: q(smccc::SMCCC_ARCH_WORKAROUND_3),
+    }
+}
+
+fn fatal(args: core::fmt::Arguments<'_>) -> ! {
+    log::error!("{args}");
+    log::error!("moat cannot continue; this CPU parks");
+    arch::park()
+}
+
+/// Copy the host DT out of RAM that will become dom0's.
+fn copy_dtb(dtb: u64) -> Option<Vec<u8>> {
+    if dtb == 0 || dtb % 8 != 0 {
+        return None;
+    }
+    // SAFETY: TF-A passes the DT's address in x0; EL2 maps all RAM identity. The header's
+    // totalsize is read first and bounded before the rest is read.
+    let size = unsafe { u32::from_be(core::ptr::read_volatile((dtb + 4) as *const u32)) } as usize;
+    if !(40..=MAX_DTB).contains(&size) {
+        return None;
+    }
+    // SAFETY: as above, `size` bytes from `dtb` lie in RAM (bounded to MAX_DTB).
+    Some(unsafe { core::slice::from_raw_parts(dtb as *const u8, size) }.to_vec())
+}
+
+fn banner(cfg: &BootConfig, dom0: &Domain, mpidrs: &[u64]) {
+    log::info!("moat v{VERSION}: a minimal EL2 hypervisor with an OP-TEE mediator");
+    log::info!(
+        "running at EL{} on {} CPUs",
+        regs::current_el(),
+        mpidrs.len()
+    );
+    log::info!("memory map:");
+    for r in &cfg.memory {
+        log::info!(
+            "  RAM        [{}, {}) {} MiB",
+            r.start,
+            r.end,
+            r.len() >> 20
+        );
+    }
+    let hv = hv_region();
+    log::info!(
+        "  moat       [{}, {}) {} MiB (image, stacks, heap, stage-2 frames)",
+        hv.start,
+        hv.end,
+        hv.len() >> 20
+    );
+    for r in &cfg.reserved {
+        log::info!(
+            "  reserved   [{}, {}) {:?}",
+            r.range.start,
+            r.range.end,
+            r.kind
+        );
+    }
+    if let Some(u) = cfg.console_uart() {
+        log::info!("  console    {} {}", u.node, u.regs.start);
+    }
+    if let Some(o) = &cfg.optee {
+        log::info!(
+            "  OP-TEE     /firmware/optee, method {:?} (calls refused until the mediator lands)",
+            o.method
+        );
+    }
+    let vm = dom0.vm.lock();
+    let pcpus: Vec<usize> = vm.vcpus().iter().map(|v| v.pcpu).collect();
+    log::info!("domains:");
+    log::info!(
+        "  d0 (dom0): {} vCPUs pinned to pCPUs {:?}",
+        pcpus.len(),
+        pcpus
+    );
+    for r in &dom0.ram {
+        log::info!(
+            "    RAM      [{}, {}) {} MiB, 1:1",
+            r.start,
+            r.end,
+            r.len() >> 20
+        );
+    }
+    log::info!(
+        "    devices  {} MMIO ranges, 1:1 (GIC and UART passed through)",
+        dom0.devices.len()
+    );
+    for d in &dom0.devices {
+        log::info!("             [{}, {})", d.start, d.end);
+    }
+    log::info!("    kernel   entry {:?}, DT at {:?}", dom0.entry, dom0.dtb);
+}
+
+/// The primary CPU's Rust entry, with the MMU off, BSS cleared and a stack.
+pub fn start(dtb: u64, stack_top: u64) -> ! {
+    arch::mmu::build();
+    arch::mmu::enable();
+    arch::vectors::install();
+    mem::init();
+    let Some(host_dtb) = copy_dtb(dtb) else {
+        arch::park()
+    };
+    let cfg = match BootConfig::parse(&host_dtb) {
+        Ok(c) => c,
+        // Without a DT there is no console to report on: nothing to do but stop.
+        Err(_) => arch::park(),
+    };
+    let Some(uart) = cfg.console_uart().map(|u| u.regs.start.raw()) else {
+        arch::park()
+    };
+    CONSOLE_BASE.store(uart, Ordering::Relaxed);
+    // SAFETY: the DT names this PL011 as the console; EL2 maps [0, 1 GiB) as device
+    // memory. Until the vPL011 lands dom0 shares it (documented in the banner).
+    unsafe { console::init(uart) };
+    for u in &cfg.hv_args.unknown {
+        log::warn!("unknown hypervisor option ignored: {u}");
+    }
+    let mpidrs: Vec<u64> = cfg.cpus.iter().map(|c| c.mpidr).collect();
+    let me = regs::mpidr();
+    if mpidrs.first() != Some(&me) {
+        fatal(format_args!(
+            "booted on MPIDR {me:#x}, but the DT's first CPU is {:?}",
+            mpidrs.first()
+        ));
+    }
+    if mpidrs.len() > MAX_CPUS {
+        fatal(format_args!(
+            "{} CPUs in the DT, moat supports {MAX_CPUS}",
+            mpidrs.len()
+        ));
+    }
+    let want = cfg
+        .hv_args
+        .dom0_max_vcpus
+        .map(|n| n as usize)
+        .unwrap_or(mpidrs.len());
+    let mut partition = hv_core::vm::CpuPartition::new(mpidrs.len());
+    let pcpus = match partition.assign(hv_core::vm::DomainId(0), want) {
+        Ok(p) => p,
+        Err(e) => fatal(format_args!("dom0_max_vcpus={want}: {e}")),
+    };
+    let mmfr0: u64;
+    let mmfr1: u64;
+    // SAFETY: reading ID registers has no side effects.
+    unsafe {
+        core::arch::asm!("mrs {}, id_aa64mmfr0_el1", out(reg) mmfr0, options(nomem, nostack));
+        core::arch::asm!("mrs {}, id_aa64mmfr1_el1", out(reg) mmfr1, options(nomem, nostack));
+    }
+    let platform = domain::Platform {
+        host_dtb: &host_dtb,
+        cfg: &cfg,
+        hv: hv_region(),
+        pcpus: &pcpus,
+        pa_range: (mmfr0 & 0xf) as u8,
+        vmid16: (mmfr1 >> 4) & 0xf == 2,
+    };
+    let dom0 = match domain::build_dom0(&platform) {
+        Ok(d) => d,
+        Err(e) => fatal(format_args!("cannot build dom0: {e}")),
+    };
+    banner(&cfg, &dom0, &mpidrs);
+    let firmware = query_firmware();
+    SYSTEM.call_once(|| System {
+        firmware,
+        dom0,
+        mpidrs,
+    });
+    run_vcpu(0, stack_top)
+}
+
+/// A secondary CPU's Rust entry (started by [`start_vcpu`]), MMU off, with a stack.
+pub fn start_secondary(cpu: usize, stack_top: u64) -> ! {
+    arch::mmu::enable();
+    arch::vectors::install();
+    run_vcpu(cpu, stack_top)
+}
+
+/// Enter the vCPU pinned to this pCPU.
+fn run_vcpu(cpu: usize, stack_top: u64) -> ! {
+    let dom = dom0();
+    let Some(index) = dom.vm.lock().vcpus().iter().position(|v| v.pcpu == cpu) else {
+        fatal(format_args!("pCPU {cpu} started with no vCPU pinned to it"))
+    };
+    let (entry, x0) = match dom.vm.lock().enter(index) {
+        Ok(v) => v,
+        Err(e) => fatal(format_args!("d0 vCPU {index} cannot start: {e}")),
+    };
+    regs::install_guest_controls();
+    // SAFETY: VTCR/VTTBR select dom0's complete stage-2 tables (built before any vCPU
+    // runs); the TLB invalidation drops anything cached for this VMID.
+    unsafe {
+        core::arch::asm!(
+            "msr vtcr_el2, {vtcr}",
+            "msr vttbr_el2, {vttbr}",
+            "isb",
+            "tlbi vmalls12e1",
+            "dsb nsh",
+            "isb",
+            vtcr = in(reg) dom.vtcr,
+            vttbr = in(reg) dom.vttbr,
+            options(nostack)
+        );
+    }
+    let mut frame = TrapFrame::default();
+    frame.x[0] = x0;
+    frame.elr = entry.raw();
+    frame.spsr = regs::SPSR_EL1H_MASKED;
+    log::info!("d0: vCPU {index} starts on pCPU {cpu} at {:?}, x0 = {:#x}", entry, x0);
+    arch::vectors::enter_guest(cpu, &frame, stack_top)
+}
+
+/// PSCI CPU_ON for vCPU `index`: start its pCPU through the firmware. Returns the PSCI
+/// result for the guest.
+pub(crate) fn start_vcpu(dom: &Domain, index: usize, _entry: Ipa, _context: u64) -> u64 {
+    let pcpu = dom.vm.lock().vcpus()[index].pcpu;
+    let target = system().mpidrs[pcpu];
+    // The physical address of boot's secondary entry (EL2 runs identity-mapped).
+    let entry = _secondary_start as *const () as u64;
+    let r = arch::smc([
+        u64::from(psci_ids::CPU_ON_64),
+        target,
+        entry,
+        pcpu as u64,
+        0,
+        0,
+        0,
+        0,
+    ]);
+    if r[0] != 0 {
+        log::error!("firmware CPU_ON of pCPU {pcpu} failed: {:#x}", r[0]);
+        return smccc::ret(psci_ids::INTERNAL_FAILURE);
+    }
+    0
+}
+
+/// PSCI CPU_OFF for the calling vCPU: turn its pCPU off in the firmware.
+pub(crate) fn stop_this_cpu(dom: &Domain, cpu: usize) -> ! {
+    let index = dom.vm.lock().vcpus().iter().position(|v| v.pcpu == cpu);
+    if let Some(i) = index {
+        let _ = dom.vm.lock().vcpu_stopped(i);
+    }
+    arch::smc([u64::from(psci_ids::CPU_OFF), 0, 0, 0, 0, 0, 0, 0]);
+    fatal(format_args!("firmware CPU_OFF returned on pCPU {cpu}"))
+}
+
+/// SYSTEM_OFF or SYSTEM_RESET through the firmware (dom0 owns the machine).
+pub(crate) fn firmware_system(function: u32) -> ! {
+    log::info!(
+        "d0 asked for {}",
+        if function == psci_ids::SYSTEM_OFF {
+            "power-off"
+        } else {
+            "reset"
+        }
+    );
+    arch::smc([u64::from(function), 0, 0, 0, 0, 0, 0, 0]);
+    fatal(format_args!("firmware PSCI {function:#x} returned"))
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let base = CONSOLE_BASE.load(Ordering::Relaxed);
+    if base != 0 {
+        // SAFETY: the console UART, as set up in `start`; a panic may have left the
+        // console lock held, so this writes through a second handle.
+        let u = unsafe { pl011::Pl011::new(base) };
+        let mut w = PanicWriter(&u);
+        let _ = core::fmt::Write::write_fmt(
+            &mut w,
+            format_args!("\n(moat) PANIC on CPU {}: {info}\n", cpu_index()),
+        );
+    }
+    arch::park()
+}
+
+struct PanicWriter<'a>(&'a pl011::Pl011);
+
+impl core::fmt::Write for PanicWriter<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for b in s.bytes() {
+            self.0.put(b);
+        }
+        Ok(())
+    }
+}

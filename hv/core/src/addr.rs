@@ -98,7 +98,10 @@ macro_rules! range_impl {
             /// The range `[start, start + len)`, or `None` if it wraps.
             pub const fn from_len(start: $name, len: u64) -> Option<Self> {
                 match start.0.checked_add(len) {
-                    Some(end) => Some(Self { start, end: $name(end) }),
+                    Some(end) => Some(Self {
+                        start,
+                        end: $name(end),
+                    }),
                     None => None,
                 }
             }

@@ -9,4 +9,21 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 pub mod addr;
+pub mod bootcfg;
+pub mod console;
+pub mod devmap;
+pub mod dom0dt;
+pub mod error;
+pub mod esr;
+pub mod fdt;
+pub mod mmio;
+pub mod psci;
+pub mod ratelimit;
+pub mod smccc;
+pub mod stage2;
+pub mod vgic;
+pub mod vm;
+pub mod vpl011;

@@ -8,6 +8,7 @@
 //!        +-- apt::PrivateApt   arm64 + trixie packages, without touching /etc/apt
 //!        +-- tfa::build        TF-A from Debian's source, with OP-TEE as BL32
 //!        +-- rootfs::build     initramfs: busybox, tee-supplicant, xtest, TAs, modules
+//!        +-- xen::build        (--hv xen) stock Xen from Debian's source, OP-TEE mediator on
 //!        +-- dtb::prepare      QEMU's DTB (dumped with the same -bios) + /chosen
 //!        +-- qemu::Machine     the QEMU command line, as data; run with a timeout
 //! ```
@@ -20,6 +21,7 @@ mod apt;
 mod cpio;
 mod dtb;
 mod host;
+mod moat;
 mod paths;
 mod profile;
 mod qemu;
@@ -28,6 +30,7 @@ mod scenario;
 mod stack;
 mod step;
 mod tfa;
+mod xen;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -16,6 +16,7 @@ pub struct Stack {
     pub tfa: Tfa,
     pub optee: Optee,
     pub kernel: Kernel,
+    pub xen: Xen,
     /// Guest user-space packages: name -> exact version.
     pub userspace: BTreeMap<String, String>,
 }
@@ -53,6 +54,21 @@ pub struct Kernel {
     pub modules: Vec<String>,
 }
 
+/// Stock Xen (`--hv xen`), built from Debian's source package.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Xen {
+    /// Debian source package name.
+    pub source: String,
+    pub version: String,
+    /// Kconfig lines, `CONFIG_NAME=value`, applied over arm64 defconfig.
+    pub config: Vec<String>,
+    /// Kconfig lines added for the debug flavour.
+    pub debug_config: Vec<String>,
+    /// Our own patches, relative to `qemu/xen/`, applied in order with `patch -p1`.
+    pub patches: Vec<String>,
+}
+
 /// Which OP-TEE build a profile boots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpteeFlavour {
@@ -70,6 +86,12 @@ impl Stack {
             anyhow::ensure!(
                 flag.contains('='),
                 "qemu/stack.toml: TF-A flag {flag:?} is not NAME=value"
+            );
+        }
+        for line in stack.xen.config.iter().chain(&stack.xen.debug_config) {
+            anyhow::ensure!(
+                line.starts_with("CONFIG_") && line.contains('='),
+                "qemu/stack.toml: Xen config line {line:?} is not CONFIG_NAME=value"
             );
         }
         Ok(stack)
@@ -103,6 +125,16 @@ mod tests {
         assert!(s.tfa.flags.iter().any(|f| f == "SPD=opteed"));
         assert!(s.userspace.contains_key("optee-test-qemu"));
         assert_eq!(s.optee_dir(OpteeFlavour::Plain), "vexpress-qemu_armv8a");
+        assert!(s.xen.config.iter().any(|c| c == "CONFIG_OPTEE=y"));
+    }
+
+    #[test]
+    fn a_malformed_xen_config_line_is_rejected() {
+        let text = std::fs::read_to_string(crate::paths::workspace_root().join("qemu/stack.toml"))
+            .unwrap()
+            .replace("\"CONFIG_DEBUG=y\"", "\"DEBUG=y\"");
+        let err = Stack::parse(&text).unwrap_err();
+        assert!(format!("{err:#}").contains("not CONFIG_NAME=value"));
     }
 
     #[test]

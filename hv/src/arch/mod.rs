@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Everything that touches the CPU's own state at EL2: system registers, the EL2 MMU, the
+//! exception vectors and the `smc`/`hvc`-level primitives. Register values are read here
+//! once and handed to `hv-core` as plain values.
+
+pub mod mmu;
+pub mod regs;
+pub mod vectors;
+
+use core::arch::asm;
+
+/// The general-purpose registers a guest had when it trapped, plus ELR_EL2 and SPSR_EL2.
+/// The vector code in [`vectors`] saves and restores exactly this layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TrapFrame {
+    /// x0..x30.
+    pub x: [u64; 31],
+    /// Where the guest resumes (ELR_EL2).
+    pub elr: u64,
+    /// The guest's PSTATE (SPSR_EL2).
+    pub spsr: u64,
+    _pad: u64,
+}
+
+impl TrapFrame {
+    /// All registers zero.
+    pub const ZERO: Self = Self { x: [0; 31], elr: 0, spsr: 0, _pad: 0 };
+}
+
+/// `size_of::<TrapFrame>()`, used by the assembly.
+pub const TRAP_FRAME_SIZE: usize = 34 * 8;
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == TRAP_FRAME_SIZE);
+
+/// The registers of an SMCCC call, as returned by the secure monitor.
+pub type SmcRegs = [u64; 8];
+
+/// Issue `smc #0` to EL3 with x0..x7 and return x0..x7.
+pub fn smc(regs: SmcRegs) -> SmcRegs {
+    let mut r = regs;
+    // SAFETY: an SMC is a call into TF-A at EL3, which follows SMCCC: it reads x0..x7,
+    // may clobber x0..x17 and returns results in x0..x7. All of those are declared here;
+    // memory is only touched by the secure world as the called function defines.
+    unsafe {
+        asm!(
+            "smc #0",
+            inout("x0") r[0], inout("x1") r[1], inout("x2") r[2], inout("x3") r[3],
+            inout("x4") r[4], inout("x5") r[5], inout("x6") r[6], inout("x7") r[7],
+            out("x8") _, out("x9") _, out("x10") _, out("x11") _, out("x12") _,
+            out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _,
+            options(nostack)
+        );
+    }
+    r
+}
+
+/// Wait for an interrupt (used when a vCPU is off or idle).
+pub fn wfi() {
+    // SAFETY: `wfi` only suspends the PE until a wake-up event; no memory effects.
+    unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) }
+}
+
+/// Wait for an event.
+pub fn wfe() {
+    // SAFETY: `wfe` only suspends the PE until an event; no memory effects.
+    unsafe { asm!("wfe", options(nomem, nostack, preserves_flags)) }
+}
+
+/// Stop this CPU for good.
+pub fn park() -> ! {
+    loop {
+        wfe();
+    }
+}

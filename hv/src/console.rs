@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! moat's console: the `log` backend and `print!`, on the physical PL011.
+//!
+//! Lines are prefixed `(moat)` like Xen's `(XEN)`, so hypervisor output stands apart from
+//! the guests' on the shared serial line.
+
+use crate::pl011::Pl011;
+use core::fmt::{self, Write};
+use spin::Mutex;
+
+static UART: Mutex<Option<Pl011>> = Mutex::new(None);
+
+struct Writer<'a>(&'a Pl011);
+
+impl Write for Writer<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.0.put(b'\r');
+            }
+            self.0.put(b);
+        }
+        Ok(())
+    }
+}
+
+/// Start the console on the PL011 at `base`.
+///
+/// # Safety
+/// As for [`Pl011::new`].
+pub unsafe fn init(base: u64) {
+    // SAFETY: forwarded to the caller.
+    *UART.lock() = Some(unsafe { Pl011::new(base) });
+    // Only one logger is ever set; a second call keeps the first.
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(log::LevelFilter::Info);
+}
+
+/// Print formatted text (no prefix).
+pub fn print(args: fmt::Arguments<'_>) {
+    if let Some(u) = UART.lock().as_ref() {
+        let _ = Writer(u).write_fmt(args);
+    }
+}
+
+struct Logger;
+static LOGGER: Logger = Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        let level = match record.level() {
+            log::Level::Error => "error: ",
+            log::Level::Warn => "warning: ",
+            _ => "",
+        };
+        print(format_args!("(moat) {level}{}\n", record.args()));
+    }
+    fn flush(&self) {}
+}
+
+/// `print!` for moat's console.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::console::print(format_args!($($arg)*)) };
+}

@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Domains as moat runs them: a VM state machine from `hv-core`, its stage-2 tables and
+//! the register values that select them.
+//!
+//! dom0 follows Xen's model: its RAM is mapped 1:1 (IPA == PA) so that devices doing DMA
+//! keep working, it gets the host DT's devices except those moat keeps, and a DT derived
+//! from the host's. Its kernel and ramdisk are used where the boot loader put them (they
+//! lie inside dom0's RAM, at the same addresses, so nothing needs copying).
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use hv_core::addr::{Ipa, PhysAddr, Range};
+use hv_core::bootcfg::BootConfig;
+use hv_core::stage2::{self, Attrs, Stage2, Stage2Config};
+use hv_core::vm::{DomainId, Vm};
+use spin::Mutex;
+
+use crate::mem::HvFrames;
+
+/// Largest DT dom0 is given (the arm64 boot protocol's limit).
+const DOM0_DTB_MAX: u64 = 2 << 20;
+
+/// Why a domain could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The boot configuration lacks something dom0 needs.
+    Config(String),
+    /// hv-core refused (bad DT, too many vCPUs, stage-2 failure…).
+    Core(hv_core::error::Error),
+}
+
+impl From<hv_core::error::Error> for BuildError {
+    fn from(e: hv_core::error::Error) -> Self {
+        Self::Core(e)
+    }
+}
+
+impl core::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Config(s) => f.write_str(s),
+            Self::Core(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A running domain.
+pub struct Domain {
+    pub id: DomainId,
+    pub vm: Mutex<Vm>,
+    pub stage2: Stage2<HvFrames>,
+    /// VTCR_EL2 for this domain's stage-2.
+    pub vtcr: u64,
+    /// VTTBR_EL2: its stage-2 root and VMID.
+    pub vttbr: u64,
+    /// Its RAM, as mapped.
+    pub ram: Vec<Range<PhysAddr>>,
+    /// MMIO ranges passed through 1:1.
+    pub devices: Vec<Range<PhysAddr>>,
+    /// Where its DT was placed (IPA).
+    pub dtb: Ipa,
+    /// Its kernel's entry point.
+    pub entry: Ipa,
+}
+
+/// What moat needs to know about itself and the platform to build dom0.
+pub struct Platform<'a> {
+    pub host_dtb: &'a [u8],
+    pub cfg: &'a BootConfig,
+    /// moat's own memory `[start, end)`, never given to a guest.
+    pub hv: Range<PhysAddr>,
+    /// Physical CPUs dom0's vCPUs are pinned to, vCPU i on `pcpus[i]`.
+    pub pcpus: &'a [usize],
+    /// ID_AA64MMFR0_EL1.PARange.
+    pub pa_range: u8,
+    /// 16-bit VMIDs supported (ID_AA64MMFR1_EL1.VMIDBits).
+    pub vmid16: bool,
+}
+
+fn ipa_range(r: &Range<PhysAddr>) -> Range<Ipa> {
+    Range {
+        start: Ipa(r.start.raw()),
+        end: Ipa(r.end.raw()),
+    }
+}
+
+/// Choose dom0's RAM: the host's banks minus moat's own region, cut to `dom0_mem`.
+pub fn dom0_ram(cfg: &BootConfig, hv: Range<PhysAddr>) -> Result<Vec<Range<PhysAddr>>, BuildError> {
+    let free = hv_core::devmap::subtract_and_merge(&cfg.memory, &[hv]);
+    let want = cfg.hv_args.dom0_mem.and_then(|m| m.amount.or(m.max));
+    let Some(mut left) = want else {
+        return Ok(free);
+    };
+    let mut out = Vec::new();
+    for r in free {
+        if left == 0 {
+            break;
+        }
+        let take = left.min(r.len());
+        out.push(Range {
+            start: r.start,
+            end: PhysAddr(r.start.raw() + take),
+        });
+        left -= take;
+    }
+    if left > 0 {
+        return Err(BuildError::Config(alloc::format!(
+            "dom0_mem asks for {} MiB more than the {} MiB of RAM moat can give",
+            left >> 20,
+            cfg.memory.iter().map(|r| r.len()).sum::<u64>() >> 20
+        )));
+    }
+    Ok(out)
+}
+
+/// Check a Linux arm64 Image header at `kernel` and return its entry point.
+fn linux_entry(kernel: &Range<PhysAddr>) -> Result<Ipa, BuildError> {
+    const MAGIC: u32 = 0x644d_5241; // "ARM\x64"
+    if kernel.len() < 64 {
+        return Err(BuildError::Config(
+            "the dom0 kernel module is smaller than an Image header".into(),
+        ));
+    }
+    // SAFETY: the module lies in RAM (checked by the caller against dom0's RAM), which
+    // EL2 maps identity and cacheable; nothing else writes it during boot.
+    let (text_offset, magic) = unsafe {
+        let base = kernel.start.raw() as *const u8;
+        (
+            core::ptr::read_unaligned(base.add(8) as *const u64),
+            core::ptr::read_unaligned(base.add(56) as *const u32),
+        )
+    };
+    if magic != MAGIC {
+        return Err(BuildError::Config(alloc::format!(
+            "the dom0 kernel at {} is not an arm64 Image (magic {magic:#x})",
+            kernel.start
+        )));
+    }
+    // The Image must sit at a 2 MiB-aligned base plus text_offset; moat runs it in place.
+    if (kernel.start.raw().wrapping_sub(text_offset)) % (2 << 20) != 0 {
+        return Err(BuildError::Config(alloc::format!(
+            "the dom0 kernel at {} is not at a 2 MiB boundary plus its text_offset {text_offset:#x}",
+            kernel.start
+        )));
+    }
+    Ok(Ipa(kernel.start.raw()))
+}
+
+/// Build dom0.
+pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
+    let cfg = p.cfg;
+    let kernel = cfg.dom0.kernel.as_ref().ok_or_else(|| {
+        BuildError::Config("no dom0 kernel: /chosen has no multiboot,kernel module".into())
+    })?;
+    let banks = dom0_ram(cfg, p.hv)?;
+    let inside = |r: &Range<PhysAddr>| banks.iter().any(|b| b.contains_span(r.start, r.len()));
+    if !inside(&kernel.range) {
+        return Err(BuildError::Config(alloc::format!(
+            "the dom0 kernel module {:?} is not inside dom0's RAM",
+            kernel.range
+        )));
+    }
+    if let Some(rd) = &cfg.dom0.ramdisk {
+        if !inside(&rd.range) {
+            return Err(BuildError::Config(alloc::format!(
+                "the dom0 ramdisk module {:?} is not inside dom0's RAM",
+                rd.range
+            )));
+        }
+    }
+    let entry = linux_entry(&kernel.range)?;
+
+    let dt = hv_core::dom0dt::build(
+        p.host_dtb,
+        cfg,
+        &hv_core::dom0dt::Dom0Params {
+            ram: &banks,
+            vcpus: p.pcpus.len() as u32,
+            bootargs: cfg.dom0.bootargs.as_deref(),
+            initrd: cfg.dom0.ramdisk.as_ref().map(|m| m.range),
+        },
+    )
+    .map_err(hv_core::error::Error::from)?;
+
+    // Place the DT in the last 2 MiB of dom0's last bank: away from the kernel and
+    // ramdisk, which the boot loader put low.
+    let last = dt
+        .ram
+        .last()
+        .ok_or_else(|| BuildError::Config("dom0 has no RAM".into()))?;
+    let dtb_pa = PhysAddr((last.end.raw() - DOM0_DTB_MAX) & !(DOM0_DTB_MAX - 1));
+    let modules = [
+        Some(&kernel.range),
+        cfg.dom0.ramdisk.as_ref().map(|m| &m.range),
+    ];
+    let dtb_range = Range {
+        start: dtb_pa,
+        end: PhysAddr(dtb_pa.raw() + DOM0_DTB_MAX),
+    };
+    if dtb_pa < last.start || modules.iter().flatten().any(|m| m.overlaps(&dtb_range)) {
+        return Err(BuildError::Config(
+            "no room for dom0's DT at the end of its RAM".into(),
+        ));
+    }
+    // SAFETY: `dtb_range` is inside dom0's RAM (checked above), which no one else uses
+    // before dom0 runs; EL2 maps it identity and cacheable, and it holds the whole DT
+    // (dom0dt bounds the DT to 2 MiB).
+    unsafe {
+        core::ptr::copy_nonoverlapping(dt.dtb.as_ptr(), dtb_pa.raw() as *mut u8, dt.dtb.len());
+    }
+
+    // Devices: everything in dom0's DT except what moat keeps (none yet but secure-only
+    // nodes, which dom0dt already removed) and moat's own memory.
+    let devices = hv_core::devmap::device_ranges(&dt.dtb, &[p.hv]).map_err(|e| {
+        BuildError::Config(alloc::format!(
+            "dom0's DT describes bad device ranges: {e:?}"
+        ))
+    })?;
+
+    let config = Stage2Config::from_pa_range(p.pa_range)?;
+    let mut s2 = Stage2::new(HvFrames, config)?;
+    for r in &dt.ram {
+        s2.map(ipa_range(r), r.start, Attrs::RAM)?;
+    }
+    for d in &devices {
+        s2.map(ipa_range(d), d.start, Attrs::DEVICE)?;
+    }
+    let vmid = 1;
+    let vtcr = stage2::vtcr_el2(&config, p.vmid16).get();
+    let vttbr = stage2::vttbr_el2(s2.root(), vmid).get();
+    let ram_ipa: Vec<Range<Ipa>> = dt.ram.iter().map(ipa_range).collect();
+    let mut vm = Vm::new(DomainId(0), p.pcpus, &ram_ipa)?;
+    vm.start(entry, dtb_pa.raw())?;
+    Ok(Domain {
+        id: DomainId(0),
+        vm: Mutex::new(vm),
+        stage2: s2,
+        vtcr,
+        vttbr,
+        ram: dt.ram,
+        devices,
+        dtb: Ipa(dtb_pa.raw()),
+        entry,
+    })
+}

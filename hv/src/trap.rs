@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Trap dispatch: what moat does when a guest exits to EL2.
+//!
+//! ```text
+//!   ESR_EL2 --hv_core::esr::decode--> Exit
+//!     HVC/SMC  -> hv_core::smccc::route -> PSCI (hv_core::psci::decide) | arch | trusted OS
+//!     WFI/WFE  -> idle the pCPU, step over
+//!     sysreg, abort, unknown -> the architecture's answer (UNDEF or an abort), warn once in a while
+//! ```
+//!
+//! Every guest value arrives as a register copy in the TrapFrame; hv-core decodes and
+//! decides on plain values, and nothing a guest does here can panic moat.
+
+use aarch64_cpu::registers::*;
+use hv_core::addr::Ipa;
+use hv_core::esr::{self, Exit, Wfx};
+use hv_core::psci::{self, Action};
+use hv_core::ratelimit::Limiter;
+use hv_core::smccc::{self, ArchAction, Call, Conduit, Route};
+use tock_registers::interfaces::{Readable, Writeable};
+
+use crate::arch::{self, TrapFrame};
+
+/// SMCCC NOT_SUPPORTED, as the 64-bit register value a caller reads.
+const NOT_SUPPORTED: u64 = smccc::ret(smccc::NOT_SUPPORTED);
+
+static UNKNOWN_HVC: Limiter = Limiter::new();
+static TRUSTED_OS: Limiter = Limiter::new();
+static UNSUPPORTED_CALL: Limiter = Limiter::new();
+static SYSREG: Limiter = Limiter::new();
+static ABORT: Limiter = Limiter::new();
+static UNKNOWN_EXIT: Limiter = Limiter::new();
+
+macro_rules! guest_warn {
+    ($limiter:expr, $($arg:tt)*) => {
+        if let Some(suppressed) = $limiter.hit() {
+            if suppressed > 0 {
+                log::warn!("d0: ({} similar warnings suppressed)", suppressed);
+            }
+            log::warn!($($arg)*);
+        }
+    };
+}
+
+fn call_of(frame: &TrapFrame) -> Call {
+    Call {
+        function_id: frame.x[0] as u32,
+        args: [
+            frame.x[1], frame.x[2], frame.x[3], frame.x[4], frame.x[5], frame.x[6],
+        ],
+    }
+}
+
+/// Handle an SMCCC call (HVC or trapped SMC) from the guest; results go to x0..x3.
+fn smccc_call(frame: &mut TrapFrame, conduit: Conduit) {
+    let call = call_of(frame);
+    match smccc::route(&call, conduit, &crate::firmware_features()) {
+        Route::Psci => psci_call(frame, &call),
+        Route::Arch(ArchAction::Reply(v)) => frame.x[0] = v,
+        Route::Arch(ArchAction::ForwardWorkaround(_)) => {
+            // The firmware said this workaround is needed on this PE, and the vCPU owns the
+            // PE: run it for the guest.
+            let r = arch::smc([u64::from(call.function_id), 0, 0, 0, 0, 0, 0, 0]);
+            frame.x[0] = r[0];
+        }
+        Route::TrustedOs => {
+            // No OP-TEE mediator yet: a guest never reaches the secure world directly.
+            guest_warn!(
+                TRUSTED_OS,
+                "d0: trusted-OS call {:#x} refused (no mediator yet)",
+                call.function_id
+            );
+            frame.x[0] = NOT_SUPPORTED;
+        }
+        Route::NotSupported => {
+            guest_warn!(
+                UNSUPPORTED_CALL,
+                "d0: unsupported SMCCC call {:#x} by {:?}",
+                call.function_id,
+                conduit
+            );
+            frame.x[0] = NOT_SUPPORTED;
+        }
+    }
+}
+
+fn psci_call(frame: &mut TrapFrame, call: &Call) {
+    let decoded = psci::decode(call);
+    let dom = crate::dom0();
+    let cpu = crate::cpu_index();
+    let action = {
+        let mut vm = dom.vm.lock();
+        let action = psci::decide(&decoded, &vm.psci_view());
+        if let Err(e) = vm.apply(cpu, &action) {
+            // The state machine disagrees with the decision: refuse rather than act.
+            log::warn!("d0: PSCI {decoded:?} refused: {e}");
+            frame.x[0] = smccc::ret(psci::DENIED);
+            return;
+        }
+        action
+    };
+    match action {
+        Action::Reply(v) => frame.x[0] = v,
+        Action::Standby => {
+            arch::wfi();
+            frame.x[0] = 0;
+        }
+        Action::StartVcpu {
+            index,
+            entry,
+            context_id,
+        } => {
+            frame.x[0] = crate::start_vcpu(dom, index, entry, context_id);
+        }
+        Action::StopThisVcpu => crate::stop_this_cpu(dom, cpu),
+        Action::SystemOff => crate::firmware_system(psci::SYSTEM_OFF),
+        Action::SystemReset => crate::firmware_system(psci::SYSTEM_RESET),
+    }
+}
+
+/// Make the guest take a synchronous exception at EL1, as if the hardware raised it:
+/// the syndrome goes to ESR_EL1/FAR_EL1 and the guest resumes at its vector.
+fn inject_sync(frame: &mut TrapFrame, esr_el1: u64, far: Option<u64>) {
+    const MODE_MASK: u64 = 0xf;
+    const EL1H: u64 = 0b0101;
+    const EL1T: u64 = 0b0100;
+    let from_el1 = matches!(frame.spsr & MODE_MASK, EL1H | EL1T);
+    let offset = match frame.spsr & MODE_MASK {
+        EL1H => 0x200,
+        EL1T => 0x000,
+        _ => 0x400,
+    };
+    let ec_adjust = if from_el1 { 1 } else { 0 };
+    let esr_el1 = if (esr_el1 >> 26) == 0x20 || (esr_el1 >> 26) == 0x24 {
+        esr_el1 + (ec_adjust << 26)
+    } else {
+        esr_el1
+    };
+    ELR_EL1.set(frame.elr);
+    SPSR_EL1.set(frame.spsr);
+    ESR_EL1.set(esr_el1);
+    if let Some(f) = far {
+        FAR_EL1.set(f);
+    }
+    frame.elr = VBAR_EL1.get() + offset;
+    frame.spsr = crate::arch::regs::SPSR_EL1H_MASKED;
+}
+
+/// IL bit: a 32-bit instruction.
+const ESR_IL: u64 = 1 << 25;
+/// DFSC/IFSC: synchronous external abort, not on a table walk.
+const FSC_SYNC_EXTERNAL: u64 = 0x10;
+
+fn inject_undef(frame: &mut TrapFrame) {
+    inject_sync(frame, ESR_IL, None);
+}
+
+/// A guest exited to EL2 synchronously.
+#[no_mangle]
+extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
+    let esr_raw = ESR_EL2.get();
+    let esr_copy = esr::EsrEl2::new(esr_raw);
+    match esr::decode(esr_copy) {
+        Exit::Hvc64 { imm16: 0 } | Exit::Hvc32 { imm16: 0 } => smccc_call(frame, Conduit::Hvc),
+        Exit::Hvc64 { imm16 } | Exit::Hvc32 { imm16 } => {
+            guest_warn!(UNKNOWN_HVC, "d0: hvc #{imm16:#x} is not a moat call");
+            frame.x[0] = NOT_SUPPORTED;
+        }
+        Exit::Smc64 { .. } | Exit::Smc32 => {
+            smccc_call(frame, Conduit::Smc);
+            // A trapped SMC reports the SMC itself as the return address.
+            frame.elr += esr::instruction_len(esr_copy);
+        }
+        Exit::Wfx(kind) => {
+            if matches!(kind, Wfx::Wfi | Wfx::Wfit) {
+                arch::wfi();
+            }
+            frame.elr += esr::instruction_len(esr_copy);
+        }
+        Exit::SysReg { reg, access, .. } => {
+            guest_warn!(
+                SYSREG,
+                "d0: {access:?} of {reg:?} at {:#x}: UNDEF injected",
+                frame.elr
+            );
+            inject_undef(frame);
+        }
+        Exit::DataAbort(da) => {
+            // No device is emulated yet: a data abort at stage 2 is an access to an IPA
+            // with nothing behind it. Answer as the bus would: a synchronous external abort.
+            let ipa = (HPFAR_EL2.get() & 0x0fff_ffff_fff0) << 8 | (FAR_EL2.get() & 0xfff);
+            guest_warn!(
+                ABORT,
+                "d0: {} of unmapped IPA {:?} at {:#x}: abort injected",
+                if da.write { "write" } else { "read" },
+                Ipa(ipa),
+                frame.elr
+            );
+            let wnr = if da.write { 1 << 6 } else { 0 };
+            inject_sync(
+                frame,
+                (0x24 << 26) | ESR_IL | wnr | FSC_SYNC_EXTERNAL,
+                Some(FAR_EL2.get()),
+            );
+        }
+        Exit::InstrAbort(_) => {
+            let ipa = (HPFAR_EL2.get() & 0x0fff_ffff_fff0) << 8 | (FAR_EL2.get() & 0xfff);
+            guest_warn!(
+                ABORT,
+                "d0: instruction fetch from unmapped IPA {:?}: abort injected (ELR_EL1 {:#x} ESR_EL1 {:#x} SPSR_EL1 {:#x} spsr {:#x} esr2 {:#x})",
+                Ipa(ipa), ELR_EL1.get(), ESR_EL1.get(), SPSR_EL1.get(), frame.spsr, ESR_EL2.get()
+            );
+            inject_sync(
+                frame,
+                (0x20 << 26) | ESR_IL | FSC_SYNC_EXTERNAL,
+                Some(FAR_EL2.get()),
+            );
+        }
+        Exit::Unknown { ec, iss } => {
+            guest_warn!(
+                UNKNOWN_EXIT,
+                "d0: unhandled exit EC {ec:#x} ISS {iss:#x} at {:#x}: UNDEF injected",
+                frame.elr
+            );
+            inject_undef(frame);
+        }
+    }
+}
+
+/// A physical IRQ while a guest ran. With HCR_EL2.IMO = 0 none is routed here yet.
+#[no_mangle]
+extern "C" fn moat_lower_irq(_frame: &mut TrapFrame) {
+    log::error!("IRQ taken to EL2 although none is routed here");
+}
+
+#[no_mangle]
+extern "C" fn moat_lower_serror(frame: &mut TrapFrame) {
+    panic!(
+        "SError from the guest at {:#x}, ESR {:#x}",
+        frame.elr,
+        ESR_EL2.get()
+    );
+}
+
+#[no_mangle]
+extern "C" fn moat_lower_unexpected(frame: &mut TrapFrame) {
+    panic!(
+        "unexpected exception from the guest at {:#x}, ESR {:#x}",
+        frame.elr,
+        ESR_EL2.get()
+    );
+}
+
+#[no_mangle]
+extern "C" fn moat_el2_sync(frame: &mut TrapFrame) {
+    panic!(
+        "fault in moat at {:#x}: ESR {:#x} FAR {:#x}",
+        frame.elr,
+        ESR_EL2.get(),
+        FAR_EL2.get()
+    );
+}
+
+#[no_mangle]
+extern "C" fn moat_el2_serror(frame: &mut TrapFrame) {
+    panic!(
+        "SError in moat at {:#x}, ESR {:#x}",
+        frame.elr,
+        ESR_EL2.get()
+    );
+}
+
+#[no_mangle]
+extern "C" fn moat_el2_unexpected(frame: &mut TrapFrame) {
+    panic!(
+        "unexpected exception in moat at {:#x}, ESR {:#x}",
+        frame.elr,
+        ESR_EL2.get()
+    );
+}

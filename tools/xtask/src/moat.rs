@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The moat profile: build the EL2 image from this workspace and boot dom0 on it.
+//!
+//! moat is the project's own code, so it is not cached in `~/.cache/moat`: cargo rebuilds
+//! it incrementally, and objcopy turns the ELF into the raw arm64 Image that TF-A enters
+//! as BL33 (the ELF stays next to it for gdb).
+
+use crate::profile::{prepare_common, Prepared};
+use crate::qemu::Machine;
+use crate::stack::OpteeFlavour;
+use crate::{paths, step};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The cargo command that builds the `moat` ELF, as data.
+pub fn cargo_args() -> Vec<String> {
+    [
+        "build",
+        "--release",
+        "-p",
+        "boot",
+        "--target",
+        paths::TARGET,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The hypervisor command line moat gets, in Xen's syntax (`xen,xen-bootargs`).
+pub fn hv_bootargs(machine: &Machine) -> String {
+    format!("dom0_mem=1024M dom0_max_vcpus={}", machine.smp)
+}
+
+/// Where cargo puts target artefacts.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| paths::workspace_root().join("target"))
+}
+
+/// Build moat and return (raw Image, ELF).
+pub fn build() -> Result<(PathBuf, PathBuf)> {
+    crate::host::ensure_rust_target()?;
+    step::run_visible(
+        "moat (cargo build -p boot)",
+        Command::new(paths::cargo())
+            .current_dir(paths::workspace_root())
+            .args(cargo_args()),
+    )?;
+    let elf = target_dir().join(paths::TARGET).join("release/moat");
+    let image = elf.with_file_name("moat.bin");
+    let out = Command::new("aarch64-linux-gnu-objcopy")
+        .args(["-O", "binary"])
+        .arg(&elf)
+        .arg(&image)
+        .output()
+        .context("running aarch64-linux-gnu-objcopy")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "objcopy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((image, elf))
+}
+
+/// Everything `--hv moat` boots.
+pub fn prepare(machine: &Machine) -> Result<Prepared> {
+    let c = prepare_common(OpteeFlavour::Virtualized, machine)?;
+    let (image, elf) = build()?;
+    println!(
+        "moat image: {} (ELF with symbols: {})",
+        image.display(),
+        elf.display()
+    );
+    Ok(Prepared {
+        machine: machine.clone(),
+        bios: c.bios,
+        dtb_base: c.dtb_base,
+        kernel: c.kernel,
+        initramfs: c.initramfs,
+        hypervisor: Some(image),
+        hv_bootargs: hv_bootargs(machine),
+        linux_bootargs: "console=ttyAMA0 rdinit=/init".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moat_is_built_for_the_bare_metal_target_and_gets_xen_style_options() {
+        let a = cargo_args();
+        assert!(a
+            .windows(2)
+            .any(|w| w == ["--target", "aarch64-unknown-none-softfloat"]));
+        assert!(a.windows(2).any(|w| w == ["-p", "boot"]));
+        let m = Machine {
+            smp: 2,
+            mem_mib: 2048,
+        };
+        assert_eq!(hv_bootargs(&m), "dom0_mem=1024M dom0_max_vcpus=2");
+    }
+}
