@@ -319,7 +319,11 @@ fn run_vcpu(cpu: usize, stack_top: u64) -> ! {
     frame.x[0] = x0;
     frame.elr = entry.raw();
     frame.spsr = regs::SPSR_EL1H_MASKED;
-    log::info!("d0: vCPU {index} starts on pCPU {cpu} at {:?}, x0 = {:#x}", entry, x0);
+    log::info!(
+        "d0: vCPU {index} starts on pCPU {cpu} at {:?}, x0 = {:#x}",
+        entry,
+        x0
+    );
     arch::vectors::enter_guest(cpu, &frame, stack_top)
 }
 

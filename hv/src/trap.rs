@@ -207,8 +207,9 @@ extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
             let ipa = (HPFAR_EL2.get() & 0x0fff_ffff_fff0) << 8 | (FAR_EL2.get() & 0xfff);
             guest_warn!(
                 ABORT,
-                "d0: instruction fetch from unmapped IPA {:?}: abort injected (ELR_EL1 {:#x} ESR_EL1 {:#x} SPSR_EL1 {:#x} spsr {:#x} esr2 {:#x})",
-                Ipa(ipa), ELR_EL1.get(), ESR_EL1.get(), SPSR_EL1.get(), frame.spsr, ESR_EL2.get()
+                "d0: instruction fetch from unmapped IPA {:?} at {:#x}: abort injected",
+                Ipa(ipa),
+                frame.elr
             );
             inject_sync(
                 frame,

@@ -25,7 +25,12 @@ pub struct TrapFrame {
 
 impl TrapFrame {
     /// All registers zero.
-    pub const ZERO: Self = Self { x: [0; 31], elr: 0, spsr: 0, _pad: 0 };
+    pub const ZERO: Self = Self {
+        x: [0; 31],
+        elr: 0,
+        spsr: 0,
+        _pad: 0,
+    };
 }
 
 /// `size_of::<TrapFrame>()`, used by the assembly.

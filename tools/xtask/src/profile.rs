@@ -322,7 +322,7 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
             None => Verdict::Continue,
         },
     )?;
-    match outcome {
+    match outcome.outcome {
         Outcome::Done(code) => {
             println!("\nxtask: guest command exited with status {code}");
             Ok(code)

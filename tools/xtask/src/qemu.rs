@@ -162,6 +162,14 @@ pub enum Outcome {
     TimedOut,
 }
 
+/// A captured run's end.
+#[derive(Debug)]
+pub struct Finished {
+    pub outcome: Outcome,
+    /// QEMU exited by itself, successfully (the guest powered the machine off).
+    pub qemu_exited: bool,
+}
+
 /// How long QEMU may take to exit on its own after the final marker.
 const EXIT_GRACE: Duration = Duration::from_secs(10);
 
@@ -173,7 +181,7 @@ pub fn run_captured(
     timeout: Duration,
     echo: bool,
     mut watch: impl FnMut(&str) -> Verdict,
-) -> Result<Outcome> {
+) -> Result<Finished> {
     let mut cmd = inv.command();
     let qemu_err = console_log.with_file_name("qemu-stderr.log");
     cmd.stdin(Stdio::null())
@@ -207,7 +215,10 @@ pub fn run_captured(
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             log.flush()?;
-            return Ok(Outcome::TimedOut);
+            return Ok(Finished {
+                outcome: Outcome::TimedOut,
+                qemu_exited: false,
+            });
         }
         match rx.recv_timeout(left.min(Duration::from_millis(500))) {
             Ok(chunk) => {
@@ -234,20 +245,46 @@ pub fn run_captured(
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 log.flush()?;
                 let status = child.0.wait()?;
-                return Ok(Outcome::Exited(status.code()));
+                return Ok(Finished {
+                    outcome: Outcome::Exited(status.code()),
+                    qemu_exited: true,
+                });
+            }
+        }
+    }
+    // The guest powered off (or failed). Keep logging (and showing the watcher) what
+    // follows until QEMU exits by itself: QEMU 7.2 exits on PSCI SYSTEM_OFF, newer ones
+    // may not, so after EXIT_GRACE it is killed and `qemu_exited` says so.
+    let grace = Instant::now() + EXIT_GRACE;
+    let mut qemu_exited = false;
+    while Instant::now() < grace {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(chunk) => {
+                log.write_all(&chunk)?;
+                if echo {
+                    std::io::stdout().write_all(&chunk)?;
+                }
+                for b in chunk {
+                    if b == b'\n' {
+                        let _ = watch(String::from_utf8_lossy(&line).trim_end_matches('\r'));
+                        line.clear();
+                    } else {
+                        line.push(b);
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                qemu_exited = child.0.wait()?.success();
+                break;
             }
         }
     }
     log.flush()?;
-    // The guest powered off (or failed); QEMU 7.2 exits by itself, newer ones may not.
-    let grace = Instant::now() + EXIT_GRACE;
-    while Instant::now() < grace {
-        if child.0.try_wait()?.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(verdict.unwrap_or(Outcome::TimedOut))
+    Ok(Finished {
+        outcome: verdict.unwrap_or(Outcome::TimedOut),
+        qemu_exited,
+    })
 }
 
 /// Run interactively with the terminal attached; returns QEMU's exit code.

@@ -7,7 +7,7 @@
 //! timeout. Pass or fail comes only from those markers and the exit status.
 
 use crate::profile::{self, Hv};
-use crate::qemu::{self, Console, Machine, Outcome, Verdict};
+use crate::qemu::{self, Console, Finished, Machine, Outcome, Verdict};
 use crate::{paths, step};
 use anyhow::{Context, Result};
 use regex::Regex;
@@ -55,6 +55,9 @@ pub struct Scenario {
     /// Regexes that must match lines of OP-TEE's secure-UART log, in this order.
     #[serde(default)]
     pub secure: Vec<String>,
+    /// The guest's power-off must end QEMU by itself (checked after the command exits).
+    #[serde(default)]
+    pub poweroff: bool,
     /// Regexes that fail the scenario at once if a console line matches.
     #[serde(default)]
     pub forbid: Vec<String>,
@@ -151,12 +154,15 @@ impl Ordered {
 /// Everything that went wrong in one scenario (empty: it passed).
 pub fn judge(
     s: &Scenario,
-    outcome: &Outcome,
+    run: &Finished,
     console: &Ordered,
     secure_log: &str,
 ) -> Result<Vec<String>> {
     let mut problems = Vec::new();
-    match outcome {
+    if s.poweroff && matches!(run.outcome, Outcome::Done(_)) && !run.qemu_exited {
+        problems.push("the guest's power-off did not end QEMU".to_string());
+    }
+    match &run.outcome {
         Outcome::Done(code) if *code == s.exit_status => {}
         Outcome::Done(code) => {
             problems.push(format!("exit status {code}, expected {}", s.exit_status))
@@ -196,7 +202,7 @@ fn run_one(s: &Scenario) -> Result<Vec<String>> {
         .iter()
         .map(|r| Regex::new(r))
         .collect::<Result<_, _>>()?;
-    let outcome = qemu::run_captured(
+    let finished = qemu::run_captured(
         &inv,
         &console_log,
         Duration::from_secs(s.timeout_secs),
@@ -214,7 +220,7 @@ fn run_one(s: &Scenario) -> Result<Vec<String>> {
     )?;
     let secure =
         String::from_utf8_lossy(&std::fs::read(&inv.secure_log).unwrap_or_default()).into_owned();
-    judge(s, &outcome, &console, &secure)
+    judge(s, &finished, &console, &secure)
 }
 
 fn host_tests() -> Result<()> {
@@ -335,20 +341,54 @@ mod tests {
         let mut c = Ordered::new(&s.console).unwrap();
         c.feed("a");
         c.feed("b");
-        let ok = judge(&s, &Outcome::Done(0), &c, "I/TC: OP-TEE version: 4.5\n").unwrap();
+        let fin = |outcome, qemu_exited| Finished {
+            outcome,
+            qemu_exited,
+        };
+        let ok = judge(
+            &s,
+            &fin(Outcome::Done(0), false),
+            &c,
+            "I/TC: OP-TEE version: 4.5\n",
+        )
+        .unwrap();
         assert!(ok.is_empty(), "{ok:?}");
-        let bad_status = judge(&s, &Outcome::Done(1), &c, "I/TC: OP-TEE version: 4.5\n").unwrap();
+        let bad_status = judge(
+            &s,
+            &fin(Outcome::Done(1), false),
+            &c,
+            "I/TC: OP-TEE version: 4.5\n",
+        )
+        .unwrap();
         assert_eq!(bad_status.len(), 1);
-        let no_banner = judge(&s, &Outcome::Done(0), &c, "nothing\n").unwrap();
+        let no_banner = judge(&s, &fin(Outcome::Done(0), false), &c, "nothing\n").unwrap();
         assert!(no_banner[0].contains("secure-UART marker"));
         let timeout = judge(
             &s,
-            &Outcome::TimedOut,
+            &fin(Outcome::TimedOut, false),
             &Ordered::new(&s.console).unwrap(),
             "",
         )
         .unwrap();
         assert_eq!(timeout.len(), 4);
+        let mut off = Scenario::parse("t", S).unwrap();
+        off.poweroff = true;
+        let hung = judge(
+            &off,
+            &fin(Outcome::Done(0), false),
+            &c,
+            "I/TC: OP-TEE version: 4.5\n",
+        )
+        .unwrap();
+        assert_eq!(hung, ["the guest's power-off did not end QEMU"]);
+        let clean = judge(
+            &off,
+            &fin(Outcome::Done(0), true),
+            &c,
+            "I/TC: OP-TEE version: 4.5\n",
+        )
+        .unwrap();
+        assert!(clean.is_empty());
     }
 
     #[test]
