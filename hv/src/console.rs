@@ -36,6 +36,20 @@ pub unsafe fn init(base: u64) {
     log::set_max_level(log::LevelFilter::Info);
 }
 
+/// Run `f` on the console UART, if it is up.
+pub fn with_uart<R>(f: impl FnOnce(&Pl011) -> R) -> Option<R> {
+    UART.lock().as_ref().map(f)
+}
+
+/// Send raw bytes (a guest's output) as they are.
+pub fn put_bytes(bytes: &[u8]) {
+    if let Some(u) = UART.lock().as_ref() {
+        for &b in bytes {
+            u.put(b);
+        }
+    }
+}
+
 /// Print formatted text (no prefix).
 pub fn print(args: fmt::Arguments<'_>) {
     if let Some(u) = UART.lock().as_ref() {

@@ -12,7 +12,9 @@ use alloc::vec::Vec;
 use hv_core::addr::{Ipa, PhysAddr, Range};
 use hv_core::bootcfg::BootConfig;
 use hv_core::stage2::{self, Attrs, Stage2, Stage2Config};
+use hv_core::vgic::{Vgic, GICR_FRAME_SIZE};
 use hv_core::vm::{DomainId, Vm};
+use hv_core::vpl011::{Vpl011, PL011_SIZE};
 use spin::Mutex;
 
 use crate::mem::HvFrames;
@@ -32,6 +34,12 @@ pub enum BuildError {
 impl From<hv_core::error::Error> for BuildError {
     fn from(e: hv_core::error::Error) -> Self {
         Self::Core(e)
+    }
+}
+
+impl From<hv_core::vgic::VgicError> for BuildError {
+    fn from(e: hv_core::vgic::VgicError) -> Self {
+        Self::Core(e.into())
     }
 }
 
@@ -61,6 +69,20 @@ pub struct Domain {
     pub dtb: Ipa,
     /// Its kernel's entry point.
     pub entry: Ipa,
+    /// Its virtual GIC: distributor and redistributors, emulated.
+    pub vgic: Mutex<Vgic>,
+    /// Its emulated PL011.
+    pub vuart: Mutex<Vpl011>,
+    /// The vGIC distributor window (IPA == PA for dom0).
+    pub gicd: Range<PhysAddr>,
+    /// The vGIC redistributor window: one 128 KiB frame pair per vCPU.
+    pub gicr: Range<PhysAddr>,
+    /// The vPL011 window.
+    pub uart: Range<PhysAddr>,
+    /// The vPL011's interrupt (the host UART's INTID).
+    pub uart_intid: u32,
+    /// The host's redistributor region (base, length), for per-CPU enables.
+    pub host_gicr: (u64, u64),
 }
 
 /// What moat needs to know about itself and the platform to build dom0.
@@ -75,7 +97,13 @@ pub struct Platform<'a> {
     pub pa_range: u8,
     /// 16-bit VMIDs supported (ID_AA64MMFR1_EL1.VMIDBits).
     pub vmid16: bool,
+    /// Interrupt lines the physical distributor implements (GICD_TYPER).
+    pub gic_lines: u32,
 }
+
+/// Private interrupts whose physical line is handed to each vCPU (HW-linked): the EL1
+/// virtual timer (PPI 11 = INTID 27) and EL1 physical timer (PPI 14 = INTID 30).
+pub const GUEST_PPIS: [u32; 2] = [27, 30];
 
 fn ipa_range(r: &Range<PhysAddr>) -> Range<Ipa> {
     Range {
@@ -209,9 +237,36 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
         core::ptr::copy_nonoverlapping(dt.dtb.as_ptr(), dtb_pa.raw() as *mut u8, dt.dtb.len());
     }
 
-    // Devices: everything in dom0's DT except what moat keeps (none yet but secure-only
-    // nodes, which dom0dt already removed) and moat's own memory.
-    let devices = hv_core::devmap::device_ranges(&dt.dtb, &[p.hv]).map_err(|e| {
+    // Devices: everything in dom0's DT except what moat keeps (the GIC, which dom0 sees
+    // as the emulated vGIC; the console UART, emulated as a vPL011; secure-only nodes,
+    // which dom0dt already removed) and moat's own memory.
+    let gic = &cfg.gic;
+    let uart = cfg
+        .console_uart()
+        .ok_or_else(|| BuildError::Config("no console UART in the DT".into()))?;
+    let uart_intid = uart.irq.map(|i| i.intid).ok_or_else(|| {
+        BuildError::Config(alloc::format!(
+            "the console UART {} has no interrupt",
+            uart.node
+        ))
+    })?;
+    let host_gicr = gic
+        .redists
+        .first()
+        .ok_or_else(|| BuildError::Config("the GIC has no redistributor region".into()))?;
+    let vcpus = p.pcpus.len();
+    let gicr = Range {
+        start: host_gicr.start,
+        end: PhysAddr(host_gicr.start.raw() + vcpus as u64 * GICR_FRAME_SIZE),
+    };
+    let uart_window = Range {
+        start: uart.regs.start,
+        end: PhysAddr(uart.regs.start.raw() + PL011_SIZE),
+    };
+    let mut keep: Vec<Range<PhysAddr>> = alloc::vec![p.hv, gic.dist, uart_window];
+    keep.extend(gic.redists.iter().copied());
+    keep.extend(gic.its);
+    let devices = hv_core::devmap::device_ranges(&dt.dtb, &keep).map_err(|e| {
         BuildError::Config(alloc::format!(
             "dom0's DT describes bad device ranges: {e:?}"
         ))
@@ -228,6 +283,19 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
     let vmid = 1;
     let vtcr = stage2::vtcr_el2(&config, p.vmid16).get();
     let vttbr = stage2::vttbr_el2(s2.root(), vmid).get();
+    let mut vgic = Vgic::new(vcpus, p.gic_lines.saturating_sub(32))?;
+    // dom0 owns the hardware: every SPI but moat's console is its own, HW-linked so its
+    // EOI deactivates the physical interrupt; so are each vCPU's timer PPIs.
+    for intid in 32..p.gic_lines.min(32 + vgic.spis()) {
+        if intid != uart_intid {
+            vgic.link_hw(0, intid, intid)?;
+        }
+    }
+    for v in 0..vcpus {
+        for ppi in GUEST_PPIS {
+            vgic.link_hw(v, ppi, ppi)?;
+        }
+    }
     let ram_ipa: Vec<Range<Ipa>> = dt.ram.iter().map(ipa_range).collect();
     let mut vm = Vm::new(DomainId(0), p.pcpus, &ram_ipa)?;
     vm.start(entry, dtb_pa.raw())?;
@@ -241,5 +309,12 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
         devices,
         dtb: Ipa(dtb_pa.raw()),
         entry,
+        vgic: Mutex::new(vgic),
+        vuart: Mutex::new(Vpl011::new()),
+        gicd: gic.dist,
+        gicr,
+        uart: uart_window,
+        uart_intid,
+        host_gicr: (host_gicr.start.raw(), host_gicr.len()),
     })
 }

@@ -19,12 +19,14 @@ extern crate alloc;
 pub mod arch;
 pub mod console;
 pub mod domain;
+pub mod gic;
 pub mod mem;
 pub mod pl011;
 pub mod trap;
+pub mod vdev;
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use hv_core::addr::{Ipa, PhysAddr, Range};
 use hv_core::bootcfg::BootConfig;
 use hv_core::psci as psci_ids;
@@ -51,6 +53,15 @@ struct System {
 }
 
 static SYSTEM: Once<System> = Once::new();
+/// The physical distributor, set up by the primary CPU.
+static GICD: Once<gic::Gicd> = Once::new();
+/// List registers per CPU (the same on every CPU of this system).
+static LIST_REGISTERS: AtomicUsize = AtomicUsize::new(0);
+/// Which vCPU index each pCPU runs.
+static VCPU_OF_CPU: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+
+/// The GIC maintenance interrupt (PPI 9), which moat keeps.
+pub const MAINTENANCE_INTID: u32 = 25;
 /// The console UART's base, kept for the panic handler.
 static CONSOLE_BASE: AtomicU64 = AtomicU64::new(0);
 
@@ -69,6 +80,25 @@ fn system() -> &'static System {
 
 pub(crate) fn dom0() -> &'static Domain {
     &system().dom0
+}
+
+pub(crate) fn gicd() -> &'static gic::Gicd {
+    GICD.get()
+        .expect("the distributor is set up before any guest runs")
+}
+
+/// MPIDR of physical CPU `pcpu`.
+pub(crate) fn mpidr_of(pcpu: usize) -> u64 {
+    system().mpidrs.get(pcpu).copied().unwrap_or(0)
+}
+
+pub(crate) fn list_register_count() -> usize {
+    LIST_REGISTERS.load(Ordering::Relaxed)
+}
+
+/// The vCPU this pCPU runs.
+pub(crate) fn current_vcpu() -> usize {
+    VCPU_OF_CPU[cpu_index() % MAX_CPUS].load(Ordering::Relaxed)
 }
 
 pub(crate) fn firmware_features() -> FirmwareFeatures {
@@ -196,7 +226,7 @@ fn banner(cfg: &BootConfig, dom0: &Domain, mpidrs: &[u64]) {
         );
     }
     log::info!(
-        "    devices  {} MMIO ranges, 1:1 (GIC and UART passed through)",
+        "    devices  {} MMIO ranges 1:1; emulated: vGICv3, vPL011",
         dom0.devices.len()
     );
     for d in &dom0.devices {
@@ -224,8 +254,13 @@ pub fn start(dtb: u64, stack_top: u64) -> ! {
     };
     CONSOLE_BASE.store(uart, Ordering::Relaxed);
     // SAFETY: the DT names this PL011 as the console; EL2 maps [0, 1 GiB) as device
-    // memory. Until the vPL011 lands dom0 shares it (documented in the banner).
+    // memory, and dom0 sees the emulated vPL011 in its place, never this one.
     unsafe { console::init(uart) };
+    let dist = cfg.gic.dist.start.raw();
+    // SAFETY: the DT's GIC distributor; EL2 maps [0, 1 GiB) as device memory, and no
+    // guest maps it (dom0 sees the emulated vGIC there).
+    let gicd = GICD.call_once(|| unsafe { gic::Gicd::new(dist) });
+    gicd.init(gic::mpidr_to_affinity(regs::mpidr()));
     for u in &cfg.hv_args.unknown {
         log::warn!("unknown hypervisor option ignored: {u}");
     }
@@ -267,6 +302,7 @@ pub fn start(dtb: u64, stack_top: u64) -> ! {
         pcpus: &pcpus,
         pa_range: (mmfr0 & 0xf) as u8,
         vmid16: (mmfr1 >> 4) & 0xf == 2,
+        gic_lines: gicd.lines(),
     };
     let dom0 = match domain::build_dom0(&platform) {
         Ok(d) => d,
@@ -274,11 +310,16 @@ pub fn start(dtb: u64, stack_top: u64) -> ! {
     };
     banner(&cfg, &dom0, &mpidrs);
     let firmware = query_firmware();
+    let console_intid = dom0.uart_intid;
     SYSTEM.call_once(|| System {
         firmware,
         dom0,
         mpidrs,
     });
+    vdev::init_console();
+    // moat's console input: the UART's SPI stays moat's (never HW-linked to a guest).
+    gicd.set_enabled(console_intid, true);
+    console::with_uart(|u| u.enable_rx_irq());
     run_vcpu(0, stack_top)
 }
 
@@ -299,6 +340,26 @@ fn run_vcpu(cpu: usize, stack_top: u64) -> ! {
         Ok(v) => v,
         Err(e) => fatal(format_args!("d0 vCPU {index} cannot start: {e}")),
     };
+    VCPU_OF_CPU[cpu % MAX_CPUS].store(index, Ordering::Relaxed);
+    let (gicr_base, gicr_len) = dom.host_gicr;
+    // SAFETY: the host's redistributor region from the DT, device-mapped at EL2 and never
+    // mapped into a guest.
+    let found = unsafe {
+        gic::init_redistributor(
+            gicr_base,
+            gicr_len,
+            regs::mpidr(),
+            (1 << MAINTENANCE_INTID) | (1 << gic::KICK_SGI),
+        )
+    };
+    if !found {
+        fatal(format_args!(
+            "no redistributor for MPIDR {:#x}",
+            regs::mpidr()
+        ));
+    }
+    gic::init_cpu_interface();
+    LIST_REGISTERS.store(gic::list_registers(), Ordering::Relaxed);
     regs::install_guest_controls();
     // SAFETY: VTCR/VTTBR select dom0's complete stage-2 tables (built before any vCPU
     // runs); the TLB invalidation drops anything cached for this VMID.

@@ -16,6 +16,13 @@ register_bitfields! {u32,
         /// UART busy transmitting.
         BUSY OFFSET(3) NUMBITS(1) [],
     ],
+    /// UARTIMSC / UARTICR, interrupt mask set/clear and clear (TRM 3.3.10, 3.3.13).
+    INT [
+        /// Receive timeout: bytes wait in the FIFO below the trigger level.
+        RT OFFSET(6) NUMBITS(1) [],
+        /// Receive: the FIFO reached its trigger level.
+        RX OFFSET(4) NUMBITS(1) [],
+    ],
     /// UARTDR, the data register (TRM 3.3.1).
     DR [
         /// The character transmitted or received.
@@ -29,7 +36,11 @@ register_structs! {
         (0x000 => dr: ReadWrite<u32, DR::Register>),
         (0x004 => _reserved0),
         (0x018 => fr: ReadOnly<u32, FR::Register>),
-        (0x01c => @END),
+        (0x01c => _reserved1),
+        (0x038 => imsc: ReadWrite<u32, INT::Register>),
+        (0x03c => _reserved2),
+        (0x044 => icr: ReadWrite<u32, INT::Register>),
+        (0x048 => @END),
     }
 }
 
@@ -61,6 +72,16 @@ impl Pl011 {
             core::hint::spin_loop();
         }
         self.regs.dr.write(DR::DATA.val(u32::from(byte)));
+    }
+
+    /// Raise the UART's interrupt when bytes arrive (the console's input path).
+    pub fn enable_rx_irq(&self) {
+        self.regs.imsc.write(INT::RX::SET + INT::RT::SET);
+    }
+
+    /// Acknowledge the receive interrupts (after draining the FIFO).
+    pub fn clear_rx_irq(&self) {
+        self.regs.icr.write(INT::RX::SET + INT::RT::SET);
     }
 
     /// A received byte, if any.

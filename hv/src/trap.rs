@@ -13,13 +13,15 @@
 
 use aarch64_cpu::registers::*;
 use hv_core::addr::Ipa;
-use hv_core::esr::{self, Exit, Wfx};
+use hv_core::esr::{self, Exit, SysReg, SysRegAccess, Wfx};
+use hv_core::mmio;
 use hv_core::psci::{self, Action};
 use hv_core::ratelimit::Limiter;
 use hv_core::smccc::{self, ArchAction, Call, Conduit, Route};
 use tock_registers::interfaces::{Readable, Writeable};
 
 use crate::arch::{self, TrapFrame};
+use crate::vdev;
 
 /// SMCCC NOT_SUPPORTED, as the 64-bit register value a caller reads.
 const NOT_SUPPORTED: u64 = smccc::ret(smccc::NOT_SUPPORTED);
@@ -177,6 +179,15 @@ extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
             }
             frame.elr += esr::instruction_len(esr_copy);
         }
+        Exit::SysReg {
+            reg,
+            access: SysRegAccess::Write,
+            rt,
+        } if reg == SysReg::ICC_SGI1R_EL1 => {
+            let value = if rt == 31 { 0 } else { frame.x[rt as usize] };
+            vdev::sgi(crate::dom0(), crate::current_vcpu(), value);
+            frame.elr += esr::instruction_len(esr_copy);
+        }
         Exit::SysReg { reg, access, .. } => {
             guest_warn!(
                 SYSREG,
@@ -186,9 +197,24 @@ extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
             inject_undef(frame);
         }
         Exit::DataAbort(da) => {
-            // No device is emulated yet: a data abort at stage 2 is an access to an IPA
-            // with nothing behind it. Answer as the bus would: a synchronous external abort.
-            let ipa = (HPFAR_EL2.get() & 0x0fff_ffff_fff0) << 8 | (FAR_EL2.get() & 0xfff);
+            let hpfar = HPFAR_EL2.get();
+            let far = FAR_EL2.get();
+            if let Ok(access) = mmio::decode(&da, mmio::HpfarEl2::new(hpfar), far) {
+                match vdev::mmio(crate::dom0(), frame, &access) {
+                    vdev::Emulated::Done => {
+                        frame.elr += esr::instruction_len(esr_copy);
+                        vdev::flush_lrs(crate::dom0(), crate::current_vcpu());
+                        return;
+                    }
+                    vdev::Emulated::Refused => {
+                        guest_warn!(ABORT, "d0: {:?} refused by the emulated device", access);
+                    }
+                    vdev::Emulated::NotMine => {}
+                }
+            }
+            // Nothing is behind this IPA (or the device refused the access). Answer as
+            // the bus would: a synchronous external abort.
+            let ipa = (hpfar & 0x0fff_ffff_fff0) << 8 | (far & 0xfff);
             guest_warn!(
                 ABORT,
                 "d0: {} of unmapped IPA {:?} at {:#x}: abort injected",
@@ -226,12 +252,15 @@ extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
             inject_undef(frame);
         }
     }
+    vdev::flush_lrs(crate::dom0(), crate::current_vcpu());
 }
 
 /// A physical IRQ while a guest ran. With HCR_EL2.IMO = 0 none is routed here yet.
 #[no_mangle]
 extern "C" fn moat_lower_irq(_frame: &mut TrapFrame) {
-    log::error!("IRQ taken to EL2 although none is routed here");
+    let vcpu = crate::current_vcpu();
+    vdev::irq(crate::dom0(), vcpu);
+    vdev::flush_lrs(crate::dom0(), vcpu);
 }
 
 #[no_mangle]

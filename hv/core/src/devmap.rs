@@ -36,12 +36,21 @@ fn status_okay(node: &Node) -> bool {
 fn page_range(start: u64, len: u64) -> Result<Range<PhysAddr>, DevMapError> {
     let end = start.checked_add(len).ok_or(DevMapError::BadRange)?;
     let s = start & !(PAGE_SIZE - 1);
-    let e = end.checked_add(PAGE_SIZE - 1).ok_or(DevMapError::BadRange)? & !(PAGE_SIZE - 1);
-    Ok(Range { start: PhysAddr(s), end: PhysAddr(e) })
+    let e = end
+        .checked_add(PAGE_SIZE - 1)
+        .ok_or(DevMapError::BadRange)?
+        & !(PAGE_SIZE - 1);
+    Ok(Range {
+        start: PhysAddr(s),
+        end: PhysAddr(e),
+    })
 }
 
 /// Subtract `holes` from `ranges`, then sort and merge what is left.
-pub fn subtract_and_merge(ranges: &[Range<PhysAddr>], holes: &[Range<PhysAddr>]) -> Vec<Range<PhysAddr>> {
+pub fn subtract_and_merge(
+    ranges: &[Range<PhysAddr>],
+    holes: &[Range<PhysAddr>],
+) -> Vec<Range<PhysAddr>> {
     let mut out: Vec<Range<PhysAddr>> = Vec::new();
     for r in ranges {
         let mut pieces = alloc::vec![*r];
@@ -53,10 +62,16 @@ pub fn subtract_and_merge(ranges: &[Range<PhysAddr>], holes: &[Range<PhysAddr>])
                     continue;
                 }
                 if p.start < h.start {
-                    next.push(Range { start: p.start, end: h.start });
+                    next.push(Range {
+                        start: p.start,
+                        end: h.start,
+                    });
                 }
                 if h.end < p.end {
-                    next.push(Range { start: h.end, end: p.end });
+                    next.push(Range {
+                        start: h.end,
+                        end: p.end,
+                    });
                 }
             }
             pieces = next;
@@ -79,7 +94,10 @@ pub fn subtract_and_merge(ranges: &[Range<PhysAddr>], holes: &[Range<PhysAddr>])
 }
 
 /// The device ranges to map 1:1 for a domain whose DT is `dtb`, minus `keep_out`.
-pub fn device_ranges(dtb: &[u8], keep_out: &[Range<PhysAddr>]) -> Result<Vec<Range<PhysAddr>>, DevMapError> {
+pub fn device_ranges(
+    dtb: &[u8],
+    keep_out: &[Range<PhysAddr>],
+) -> Result<Vec<Range<PhysAddr>>, DevMapError> {
     let tree = Tree::parse(dtb).map_err(|_| DevMapError::BadDtb)?;
     let root = &tree.root;
     let ac = root.prop_u32("#address-cells").unwrap_or(2);
@@ -114,7 +132,9 @@ pub fn device_ranges(dtb: &[u8], keep_out: &[Range<PhysAddr>]) -> Result<Vec<Ran
             let child_sc = node.prop_u32("#size-cells").unwrap_or(2);
             let mut b = node.prop("ranges").unwrap_or(&[]);
             while !b.is_empty() {
-                let rest = b.get(4 * child_ac as usize..).ok_or(DevMapError::BadRange)?;
+                let rest = b
+                    .get(4 * child_ac as usize..)
+                    .ok_or(DevMapError::BadRange)?;
                 let (addr, rest) = take_cells(rest, ac).ok_or(DevMapError::BadRange)?;
                 let (len, rest) = take_cells(rest, child_sc).ok_or(DevMapError::BadRange)?;
                 b = rest;
@@ -132,7 +152,10 @@ mod tests {
     const RUNTIME: &[u8] = include_bytes!("../tests/fixtures/qemu-virt-runtime-2g-smp2.dtb");
 
     fn r(s: u64, e: u64) -> Range<PhysAddr> {
-        Range { start: PhysAddr(s), end: PhysAddr(e) }
+        Range {
+            start: PhysAddr(s),
+            end: PhysAddr(e),
+        }
     }
 
     fn covers(v: &[Range<PhysAddr>], a: u64) -> bool {
@@ -160,7 +183,11 @@ mod tests {
 
     #[test]
     fn kept_ranges_are_carved_out() {
-        let v = device_ranges(RUNTIME, &[r(0x0900_0000, 0x0900_1000), r(0x0800_0000, 0x0900_0000)]).unwrap();
+        let v = device_ranges(
+            RUNTIME,
+            &[r(0x0900_0000, 0x0900_1000), r(0x0800_0000, 0x0900_0000)],
+        )
+        .unwrap();
         assert!(!covers(&v, 0x0900_0000));
         assert!(!covers(&v, 0x0800_0000));
         assert!(covers(&v, 0x0901_0000), "the RTC next to the UART stays");

@@ -20,7 +20,9 @@ pub struct Limiter {
 impl Limiter {
     /// A limiter that has seen nothing.
     pub const fn new() -> Self {
-        Self { seen: AtomicU64::new(0) }
+        Self {
+            seen: AtomicU64::new(0),
+        }
     }
 
     /// Count one event. `Some(suppressed)` if it should be reported, with the number of

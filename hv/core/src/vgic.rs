@@ -821,6 +821,22 @@ impl Vgic {
         Ok(target)
     }
 
+    /// Drive a level-sensitive interrupt line of a device model (for example the vPL011):
+    /// the interrupt is pending exactly while the line is high. Returns the vCPU to kick
+    /// when the line is high.
+    pub fn set_level(
+        &mut self,
+        vcpu: usize,
+        intid: u32,
+        level: bool,
+    ) -> Result<Option<usize>, VgicError> {
+        if level {
+            return self.inject(vcpu, intid);
+        }
+        self.irq_mut(vcpu, intid)?.pending = false;
+        Ok(None)
+    }
+
     /// Handle `ICC_SGI1R_EL1` written by `sender`: make the SGI pending on every target.
     pub fn send_sgi(&mut self, sender: usize, value: u64) -> Result<SgiRequest, VgicError> {
         if sender >= self.vcpus() {
@@ -1761,5 +1777,15 @@ mod tests {
         let mut lrs = [u64::MAX; MAX_LRS + 4];
         v.sync_lrs(0, &lrs).unwrap();
         v.fill_lrs(0, &mut lrs).unwrap();
+    }
+
+    #[test]
+    fn a_level_line_is_pending_only_while_high() {
+        let mut v = Vgic::new(1, 32).unwrap();
+        assert_eq!(v.set_level(0, 33, true).unwrap(), Some(0));
+        assert!(v.irq(0, 33).unwrap().pending);
+        assert_eq!(v.set_level(0, 33, false).unwrap(), None);
+        assert!(!v.irq(0, 33).unwrap().pending);
+        assert!(v.set_level(0, 2000, true).is_err());
     }
 }

@@ -23,8 +23,11 @@ pub fn hcr_el2() -> LocalRegisterCopy<u64, HCR_EL2::Register> {
             // pCPU, so the keys stay with it, and Linux uses PAuth on `-cpu max`.
             + HCR_EL2::API::DisableTrapPointerAuthInstToEl2
             + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2
-            // Physical IRQs and FIQs are not routed to EL2 yet (IMO = FMO = 0): dom0
-            // drives the GIC directly until the virtual GIC is wired in.
+            // Physical IRQs and FIQs go to moat (IMO = FMO = 1), which owns the GIC; a
+            // guest gets virtual interrupts through the list registers, and its EL1
+            // accesses to the GIC CPU interface go to the virtual one (ICV_*).
+            + HCR_EL2::IMO::EnableVirtualIRQ
+            + HCR_EL2::FMO::EnableVirtualFIQ
             // WFI/WFE are not trapped: each vCPU is pinned to its own pCPU, so an idle
             // vCPU may sleep its pCPU directly, with no scheduling decision to make.
         )

@@ -1,0 +1,312 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Virtual devices and interrupt delivery: the glue between traps and the pure models of
+//! `hv_core::vgic`, `hv_core::vpl011` and `hv_core::console`.
+//!
+//! ```text
+//!   data abort in GICD/GICR/UART window ─► Vgic / Vpl011 model ─► effects on the real GIC
+//!   physical IRQ ─► ack + priority drop ─► Vgic::inject (HW-linked) ─► list registers
+//!   ICC_SGI1R_EL1 trap ─► Vgic::send_sgi ─► kick the target's pCPU with a physical SGI
+//!   console UART IRQ ─► ConsoleMux (Ctrl-a x3) ─► Vpl011 RX FIFO ─► virtual SPI
+//!   every return to a guest ─► sync_lrs + fill_lrs for this vCPU
+//! ```
+
+use hv_core::addr::{PhysAddr, Range};
+use hv_core::console::{ConsoleMux, Focus, InputAction};
+use hv_core::mmio::{Direction, MmioAccess};
+use hv_core::vgic::{Effect, Target, MAX_LRS};
+use spin::Mutex;
+
+use crate::arch::TrapFrame;
+use crate::domain::Domain;
+use crate::gic;
+
+/// The console multiplexer: where input goes, how guest output is tagged.
+static CONSOLE: Mutex<Option<ConsoleMux>> = Mutex::new(None);
+
+/// What an emulated access did.
+pub enum Emulated {
+    /// Completed: step over the instruction.
+    Done,
+    /// The address belongs to no emulated device.
+    NotMine,
+    /// The device refused the access (bad width or offset): inject an abort.
+    Refused,
+}
+
+/// Set up the console mux with dom0 focused, as Xen starts.
+pub fn init_console() {
+    let mut mux = ConsoleMux::new();
+    if mux.add_domain(0).is_ok() && mux.set_focus(Focus::Domain(0)).is_ok() {
+        *CONSOLE.lock() = Some(mux);
+    }
+}
+
+fn in_range(r: &Range<PhysAddr>, ipa: u64) -> Option<usize> {
+    (ipa >= r.start.raw() && ipa < r.end.raw()).then(|| (ipa - r.start.raw()) as usize)
+}
+
+/// The physical CPU running `vcpu` of `dom`.
+fn pcpu_of(dom: &Domain, vcpu: usize) -> Option<usize> {
+    dom.vm.lock().vcpus().get(vcpu).map(|v| v.pcpu)
+}
+
+/// Make `vcpu`'s pCPU refill its list registers, unless that is this CPU (which refills
+/// on its way back to the guest).
+fn kick(dom: &Domain, vcpu: usize) {
+    if let Some(p) = pcpu_of(dom, vcpu) {
+        if p != crate::cpu_index() {
+            gic::send_sgi(gic::KICK_SGI, crate::mpidr_of(p));
+        }
+    }
+}
+
+/// Carry out what a vGIC register write asks of the physical GIC.
+fn apply_effect(dom: &Domain, effect: Effect) {
+    match effect {
+        Effect::EnableChanged {
+            vcpu,
+            base,
+            mask,
+            enabled,
+        } => {
+            for bit in 0..32 {
+                if mask & (1 << bit) == 0 {
+                    continue;
+                }
+                let intid = base + bit;
+                let v = vcpu.unwrap_or(0);
+                let Some(pintid) = dom.vgic.lock().hw_intid(v, intid) else {
+                    continue;
+                };
+                if pintid >= 32 {
+                    crate::gicd().set_enabled(pintid, enabled);
+                } else if let Some(p) = pcpu_of(dom, v) {
+                    let (base, len) = dom.host_gicr;
+                    // SAFETY: the host's GICR region, mapped device at EL2, owned by moat.
+                    unsafe {
+                        gic::set_private_enabled(base, len, crate::mpidr_of(p), pintid, enabled)
+                    };
+                }
+            }
+        }
+        Effect::RouteChanged { intid, target } => {
+            let vcpu = match target {
+                Target::Vcpu(v) => v,
+                Target::Any | Target::Nowhere => 0,
+            };
+            let hw = dom.vgic.lock().hw_intid(0, intid);
+            if let (Some(pintid), Some(p)) = (hw, pcpu_of(dom, vcpu)) {
+                crate::gicd().route(pintid, gic::mpidr_to_affinity(crate::mpidr_of(p)));
+            }
+        }
+        Effect::None
+        | Effect::StateChanged { .. }
+        | Effect::DistEnableChanged { .. }
+        | Effect::Waker { .. } => {}
+    }
+}
+
+/// Emulate a guest's MMIO access to the vGIC or the vPL011.
+pub fn mmio(dom: &Domain, frame: &mut TrapFrame, a: &MmioAccess) -> Emulated {
+    let ipa = a.ipa.raw();
+    let value = match a.reg {
+        hv_core::mmio::Reg::X(i) => a.write_data(frame.x[i as usize]),
+        hv_core::mmio::Reg::Zr => 0,
+    };
+    let result: Result<Option<u64>, ()> = if let Some(off) = in_range(&dom.gicd, ipa) {
+        match a.dir {
+            Direction::Read => dom
+                .vgic
+                .lock()
+                .dist_read(off, a.width)
+                .map(Some)
+                .map_err(|_| ()),
+            Direction::Write => {
+                let effect = dom.vgic.lock().dist_write(off, a.width, value);
+                effect
+                    .map(|e| {
+                        apply_effect(dom, e);
+                        None
+                    })
+                    .map_err(|_| ())
+            }
+        }
+    } else if let Some(off) = in_range(&dom.gicr, ipa) {
+        match a.dir {
+            Direction::Read => dom
+                .vgic
+                .lock()
+                .redist_read(off, a.width)
+                .map(Some)
+                .map_err(|_| ()),
+            Direction::Write => {
+                let effect = dom.vgic.lock().redist_write(off, a.width, value);
+                effect
+                    .map(|e| {
+                        apply_effect(dom, e);
+                        None
+                    })
+                    .map_err(|_| ())
+            }
+        }
+    } else if let Some(off) = in_range(&dom.uart, ipa) {
+        let r = {
+            let mut u = dom.vuart.lock();
+            match a.dir {
+                Direction::Read => u
+                    .read(off, a.width)
+                    .map(|v| Some(u64::from(v)))
+                    .map_err(|_| ()),
+                Direction::Write => match u.write(off, a.width, value as u32) {
+                    Ok(Some(byte)) => {
+                        let mut console = CONSOLE.lock();
+                        match console.as_mut() {
+                            Some(mux) => {
+                                mux.output(0, &[byte], &mut |b| crate::console::put_bytes(b))
+                            }
+                            None => crate::console::put_bytes(&[byte]),
+                        }
+                        Ok(None)
+                    }
+                    Ok(None) => Ok(None),
+                    Err(_) => Err(()),
+                },
+            }
+        };
+        update_uart_irq(dom);
+        r
+    } else {
+        return Emulated::NotMine;
+    };
+    match result {
+        Ok(Some(data)) => {
+            if let Some((i, v)) = a.complete_read(data) {
+                frame.x[i as usize] = v;
+            }
+            Emulated::Done
+        }
+        Ok(None) => Emulated::Done,
+        Err(()) => Emulated::Refused,
+    }
+}
+
+/// Mirror the vPL011's interrupt line into the vGIC.
+fn update_uart_irq(dom: &Domain) {
+    let level = dom.vuart.lock().irq_level();
+    let r = dom.vgic.lock().set_level(0, dom.uart_intid, level);
+    if let Ok(Some(v)) = r {
+        kick(dom, v);
+    }
+}
+
+/// The guest wrote ICC_SGI1R_EL1: make the SGI pending on its targets and kick them.
+pub fn sgi(dom: &Domain, vcpu: usize, value: u64) {
+    let req = dom.vgic.lock().send_sgi(vcpu, value);
+    if let Ok(req) = req {
+        for v in 0..dom.vgic.lock().vcpus() {
+            if req.targets.contains(v) {
+                kick(dom, v);
+            }
+        }
+    }
+}
+
+/// Bytes typed on moat's console UART.
+fn console_input(dom: &Domain) {
+    loop {
+        let Some(Some(byte)) = crate::console::with_uart(|u| u.get()) else {
+            break;
+        };
+        let action = match CONSOLE.lock().as_mut() {
+            Some(mux) => mux.input(byte),
+            None => continue,
+        };
+        match action {
+            InputAction::Held => {}
+            InputAction::Switched(notice) => crate::print!("{notice}"),
+            InputAction::Deliver(d) => match d.to {
+                Focus::Domain(0) => {
+                    let mut u = dom.vuart.lock();
+                    for &b in d.bytes() {
+                        // A full FIFO drops input, as a real UART overruns.
+                        let _ = u.push_input(b);
+                    }
+                }
+                Focus::Domain(_) => {}
+                Focus::Hypervisor => {
+                    for &b in d.bytes() {
+                        hypervisor_key(b);
+                    }
+                }
+            },
+        }
+    }
+    crate::console::with_uart(|u| u.clear_rx_irq());
+    update_uart_irq(dom);
+}
+
+/// A key typed while moat has the console's input.
+fn hypervisor_key(b: u8) {
+    match b {
+        b'h' | b'?' => crate::print!(
+            "(moat) keys: 'h' this help, 'd' domains; type CTRL-a three times to switch input\n"
+        ),
+        b'd' => {
+            let dom = crate::dom0();
+            let vm = dom.vm.lock();
+            crate::print!("(moat) d0: {:?}, vCPUs:", vm.state());
+            for (i, v) in vm.vcpus().iter().enumerate() {
+                crate::print!(" {}={:?}@pCPU{}", i, v.state, v.pcpu);
+            }
+            crate::print!("\n");
+        }
+        _ => {}
+    }
+}
+
+/// A physical IRQ arrived while a guest ran on this CPU.
+pub fn irq(dom: &Domain, vcpu: usize) {
+    // Bounded: at most one pass per possible INTID before moat returns to the guest.
+    for _ in 0..1024 {
+        let intid = gic::ack();
+        if intid >= 1020 {
+            break;
+        }
+        gic::eoi(intid);
+        if intid == gic::KICK_SGI || intid == crate::MAINTENANCE_INTID {
+            // Nothing to do here: the list registers are refilled on the way out.
+            gic::deactivate(intid);
+        } else if intid == dom.uart_intid {
+            console_input(dom);
+            gic::deactivate(intid);
+        } else {
+            match dom.vgic.lock().inject(vcpu, intid) {
+                Ok(Some(target)) if target != vcpu => kick(dom, target),
+                Ok(Some(_)) => {}
+                // Not a guest interrupt, or routed nowhere: finish it here.
+                Ok(None) | Err(_) => gic::deactivate(intid),
+            }
+        }
+    }
+}
+
+/// Update this vCPU's list registers before returning to it.
+pub fn flush_lrs(dom: &Domain, vcpu: usize) {
+    let n = crate::list_register_count().min(MAX_LRS);
+    let mut lrs = [0u64; MAX_LRS];
+    for (i, lr) in lrs.iter_mut().enumerate().take(n) {
+        *lr = gic::read_lr(i);
+    }
+    let mut vgic = dom.vgic.lock();
+    if vgic.sync_lrs(vcpu, &lrs[..n]).is_err() {
+        return;
+    }
+    let Ok(fill) = vgic.fill_lrs(vcpu, &mut lrs[..n]) else {
+        return;
+    };
+    drop(vgic);
+    for (i, lr) in lrs.iter().enumerate().take(n) {
+        gic::write_lr(i, *lr);
+    }
+    gic::set_underflow_irq(fill.underflow);
+}
