@@ -286,7 +286,11 @@ pub fn start(dtb: u64, stack_top: u64) -> ! {
     let mut partition = hv_core::vm::CpuPartition::new(mpidrs.len());
     let pcpus = match partition.assign(hv_core::vm::DomainId(0), want) {
         Ok(p) => p,
-        Err(e) => fatal(format_args!("dom0_max_vcpus={want}: {e}")),
+        Err(e) => fatal(format_args!(
+            "dom0 asks for {want} vCPUs (dom0_max_vcpus), but this machine has {} physical CPUs \
+             and each vCPU is pinned to its own ({e:?})",
+            mpidrs.len()
+        )),
     };
     let mmfr0: u64;
     let mmfr1: u64;

@@ -79,12 +79,21 @@ pub struct QemuArgs {
     /// RAM of the emulated board, in MiB.
     #[arg(long, default_value_t = 2048)]
     pub mem: u32,
-    /// Start QEMU's gdb stub on port 1234 with the CPUs halted at reset.
+    /// Start QEMU's gdb stub on port 1234 with the CPUs halted at reset, and print the
+    /// gdb-multiarch command that attaches with the hypervisor's symbols.
     #[arg(long)]
     pub gdb: bool,
+    /// Extra hypervisor options, appended to its command line in `xen,xen-bootargs`
+    /// (for example "dom0_max_vcpus=1").
+    #[arg(long, value_name = "OPTIONS")]
+    pub hv_args: Option<String>,
     /// With --hv xen: boot Xen's debug build (CONFIG_DEBUG=y: assertions, verbose logs).
     #[arg(long)]
     pub xen_debug: bool,
+    /// With --hv xen: add Xen's toolstack (xl, xenstored) and a domU to dom0; in dom0,
+    /// `moat-xl-domu [CMD]` boots a domU with tee="optee".
+    #[arg(long)]
+    pub xen_toolstack: bool,
 }
 
 /// Everything a boot needs, built or taken from the cache.
@@ -143,7 +152,7 @@ pub fn prepare(hv: Hv, machine: &Machine) -> Result<Prepared> {
     match hv {
         Hv::None => {}
         Hv::Moat => return crate::moat::prepare(machine),
-        Hv::Xen => return crate::xen::prepare(machine, crate::xen::Flavour::Release),
+        Hv::Xen => return crate::xen::prepare(machine, crate::xen::Options::default()),
     }
     let c = prepare_common(hv.optee_flavour(), machine)?;
     Ok(Prepared {
@@ -273,6 +282,20 @@ pub fn invocation(
     })
 }
 
+/// The gdb command that attaches to QEMU's stub, with the hypervisor's symbols when its
+/// ELF sits next to its image (moat: `moat` beside `moat.bin`).
+pub fn gdb_command(p: &Prepared) -> String {
+    let elf = p
+        .hypervisor
+        .as_ref()
+        .and_then(|img| img.file_stem().map(|stem| img.with_file_name(stem)))
+        .filter(|elf| elf.exists() && p.hypervisor.as_ref() != Some(elf));
+    match elf {
+        Some(elf) => format!("gdb-multiarch {} -ex 'target remote :1234'", elf.display()),
+        None => "gdb-multiarch -ex 'target remote :1234'".to_string(),
+    }
+}
+
 /// Parse `moat-init: run-exit=N` out of a console line.
 pub fn run_exit(line: &str) -> Option<u8> {
     let rest = &line[line.find(RUN_EXIT_MARKER)? + RUN_EXIT_MARKER.len()..];
@@ -286,11 +309,30 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
         smp: args.smp,
         mem_mib: args.mem,
     };
-    let p = match (args.hv, args.xen_debug) {
-        (Hv::Xen, true) => crate::xen::prepare(&machine, crate::xen::Flavour::Debug)?,
-        (_, true) => bail!("--xen-debug needs --hv xen"),
-        (hv, false) => prepare(hv, &machine)?,
+    let p = match args.hv {
+        Hv::Xen => {
+            let opts = crate::xen::Options {
+                flavour: match args.xen_debug {
+                    true => crate::xen::Flavour::Debug,
+                    false => crate::xen::Flavour::Release,
+                },
+                toolstack: args.xen_toolstack,
+            };
+            crate::xen::prepare(&machine, opts)?
+        }
+        _ if args.xen_debug || args.xen_toolstack => {
+            bail!("--xen-debug and --xen-toolstack need --hv xen")
+        }
+        hv => prepare(hv, &machine)?,
     };
+    let mut p = p;
+    if let Some(extra) = &args.hv_args {
+        anyhow::ensure!(
+            p.hypervisor.is_some(),
+            "--hv-args needs a hypervisor (--hv moat or xen)"
+        );
+        p.hv_bootargs = format!("{} {extra}", p.hv_bootargs).trim().to_string();
+    }
     let name = format!("qemu-{}", format!("{:?}", args.hv).to_lowercase());
     let dir = paths::run_dir(&name)?;
     let console_log = dir.join("console.log");
@@ -303,7 +345,10 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
     let mut inv = invocation(&p, args.run.as_deref(), &dir, console)?;
     if args.gdb {
         inv.gdb_port = Some(1234);
-        println!("gdb stub on :1234, CPUs halted. Attach with:\n  gdb-multiarch -ex 'target remote :1234'");
+        println!(
+            "gdb stub on :1234, CPUs halted. Attach with:\n  {}",
+            gdb_command(&p)
+        );
     }
     println!("console log: {}", console_log.display());
     println!("OP-TEE log (secure UART): {}", inv.secure_log.display());

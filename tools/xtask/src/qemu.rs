@@ -146,6 +146,9 @@ pub enum Verdict {
     Continue,
     /// Stop: the run is over with this result; QEMU is given a moment to exit, then killed.
     Done(u8),
+    /// Stop at once with this result, without waiting for QEMU to exit (a boot that is
+    /// meant to stop early, such as a refused configuration).
+    Stop(u8),
     /// Stop: something that must never appear did.
     Fail(String),
 }
@@ -233,6 +236,13 @@ pub fn run_captured(
                         match watch(text.trim_end_matches('\r')) {
                             Verdict::Continue => {}
                             Verdict::Done(c) => verdict = Some(Outcome::Done(c)),
+                            Verdict::Stop(c) => {
+                                log.flush()?;
+                                return Ok(Finished {
+                                    outcome: Outcome::Done(c),
+                                    qemu_exited: false,
+                                });
+                            }
                             Verdict::Fail(m) => verdict = Some(Outcome::Failed(m)),
                         }
                         line.clear();

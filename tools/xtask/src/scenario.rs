@@ -55,6 +55,13 @@ pub struct Scenario {
     /// Regexes that must match lines of OP-TEE's secure-UART log, in this order.
     #[serde(default)]
     pub secure: Vec<String>,
+    /// Extra hypervisor options for this scenario (appended to `xen,xen-bootargs`).
+    #[serde(default)]
+    pub hv_args: Option<String>,
+    /// End the run successfully when a console line matches this regex, instead of
+    /// waiting for the command's exit (for boots that are meant to stop early).
+    #[serde(default)]
+    pub until: Option<String>,
     /// The guest's power-off must end QEMU by itself (checked after the command exits).
     #[serde(default)]
     pub poweroff: bool,
@@ -92,7 +99,13 @@ impl Scenario {
     pub fn parse(name: &str, text: &str) -> Result<Self> {
         let mut s: Scenario = toml::from_str(text).with_context(|| format!("scenario {name}"))?;
         s.name = name.to_string();
-        for re in s.console.iter().chain(&s.secure).chain(&s.forbid) {
+        for re in s
+            .console
+            .iter()
+            .chain(&s.secure)
+            .chain(&s.forbid)
+            .chain(&s.until)
+        {
             Regex::new(re).with_context(|| format!("scenario {name}: bad regex {re:?}"))?;
         }
         anyhow::ensure!(
@@ -192,7 +205,11 @@ fn run_one(s: &Scenario) -> Result<Vec<String>> {
         smp: s.smp,
         mem_mib: s.mem,
     };
-    let p = profile::prepare(s.hv.into(), &machine)?;
+    let mut p = profile::prepare(s.hv.into(), &machine)?;
+    if let Some(extra) = &s.hv_args {
+        p.hv_bootargs = format!("{} {extra}", p.hv_bootargs).trim().to_string();
+    }
+    let until = s.until.as_deref().map(Regex::new).transpose()?;
     let dir = paths::run_dir(&format!("test-{}", s.name))?;
     let inv = profile::invocation(&p, Some(&s.run), &dir, Console::Captured)?;
     let console_log = dir.join("console.log");
@@ -211,6 +228,9 @@ fn run_one(s: &Scenario) -> Result<Vec<String>> {
             console.feed(line);
             if forbid.iter().any(|f| f.is_match(line)) {
                 return Verdict::Fail(line.to_string());
+            }
+            if until.as_ref().is_some_and(|u| u.is_match(line)) {
+                return Verdict::Stop(s.exit_status);
             }
             match profile::run_exit(line) {
                 Some(code) => Verdict::Done(code),
