@@ -203,7 +203,8 @@ fn update_uart_irq(dom: &Domain) {
 pub fn sgi(dom: &Domain, vcpu: usize, value: u64) {
     let req = dom.vgic.lock().send_sgi(vcpu, value);
     if let Ok(req) = req {
-        for v in 0..dom.vgic.lock().vcpus() {
+        let vcpus = dom.vgic.lock().vcpus();
+        for v in 0..vcpus {
             if req.targets.contains(v) {
                 kick(dom, v);
             }
@@ -280,7 +281,8 @@ pub fn irq(dom: &Domain, vcpu: usize) {
             console_input(dom);
             gic::deactivate(intid);
         } else {
-            match dom.vgic.lock().inject(vcpu, intid) {
+            let injected = dom.vgic.lock().inject(vcpu, intid);
+            match injected {
                 Ok(Some(target)) if target != vcpu => kick(dom, target),
                 Ok(Some(_)) => {}
                 // Not a guest interrupt, or routed nowhere: finish it here.
