@@ -83,6 +83,8 @@ pub struct Domain {
     pub uart_intid: u32,
     /// The host's redistributor region (base, length), for per-CPU enables.
     pub host_gicr: (u64, u64),
+    /// Guest pages OP-TEE holds (pinned by the mediator): they must stay mapped.
+    pub pins: crate::tee::Pins,
 }
 
 /// What moat needs to know about itself and the platform to build dom0.
@@ -316,5 +318,6 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
         uart: uart_window,
         uart_intid,
         host_gicr: (host_gicr.start.raw(), host_gicr.len()),
+        pins: Mutex::new(alloc::collections::BTreeMap::new()),
     })
 }

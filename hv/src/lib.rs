@@ -22,6 +22,7 @@ pub mod domain;
 pub mod gic;
 pub mod mem;
 pub mod pl011;
+pub mod tee;
 pub mod trap;
 pub mod vdev;
 
@@ -204,10 +205,7 @@ fn banner(cfg: &BootConfig, dom0: &Domain, mpidrs: &[u64]) {
         log::info!("  console    {} {}", u.node, u.regs.start);
     }
     if let Some(o) = &cfg.optee {
-        log::info!(
-            "  OP-TEE     /firmware/optee, method {:?} (calls refused until the mediator lands)",
-            o.method
-        );
+        log::info!("  OP-TEE     /firmware/optee, method {:?}", o.method);
     }
     let vm = dom0.vm.lock();
     let pcpus: Vec<usize> = vm.vcpus().iter().map(|v| v.pcpu).collect();
@@ -313,6 +311,31 @@ pub fn start(dtb: u64, stack_top: u64) -> ! {
         Err(e) => fatal(format_args!("cannot build dom0: {e}")),
     };
     banner(&cfg, &dom0, &mpidrs);
+    // The OP-TEE mediator: probe OP-TEE, then announce dom0 before it runs. Without an
+    // NS-virtualization OP-TEE there is no mediator and trusted-OS calls are refused; a
+    // refused VM_CREATED fails dom0's creation.
+    if cfg.optee.is_some() {
+        match tee::init(cfg.hv_args.trace_smc) {
+            Ok(probe) => {
+                log::info!(
+                    "OP-TEE {}.{}: NS-virtualization, {} threads; mediator on{}",
+                    probe.os_revision.0,
+                    probe.os_revision.1,
+                    probe.thread_count,
+                    if cfg.hv_args.trace_smc {
+                        ", tracing every call"
+                    } else {
+                        ""
+                    }
+                );
+                if let Err(e) = tee::vm_created(dom0.id.0) {
+                    fatal(format_args!("OP-TEE refused dom0 (VM_CREATED): {e:?}"));
+                }
+                log::info!("d0: announced to OP-TEE as client {}", dom0.id.0 + 1);
+            }
+            Err(e) => log::warn!("OP-TEE mediator off ({e:?}): trusted-OS calls will be refused"),
+        }
+    }
     let firmware = query_firmware();
     let console_intid = dom0.uart_intid;
     SYSTEM.call_once(|| System {

@@ -66,13 +66,16 @@ fn smccc_call(frame: &mut TrapFrame, conduit: Conduit) {
             frame.x[0] = r[0];
         }
         Route::TrustedOs => {
-            // No OP-TEE mediator yet: a guest never reaches the secure world directly.
-            guest_warn!(
-                TRUSTED_OS,
-                "d0: trusted-OS call {:#x} refused (no mediator yet)",
-                call.function_id
-            );
-            frame.x[0] = NOT_SUPPORTED;
+            if !crate::tee::call(crate::dom0(), frame) {
+                // No mediator (OP-TEE without NS-virtualization, or absent): a guest never
+                // reaches the secure world directly.
+                guest_warn!(
+                    TRUSTED_OS,
+                    "d0: trusted-OS call {:#x} refused (no OP-TEE mediator)",
+                    call.function_id
+                );
+                frame.x[0] = NOT_SUPPORTED;
+            }
         }
         Route::NotSupported => {
             guest_warn!(

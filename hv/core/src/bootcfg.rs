@@ -279,6 +279,8 @@ pub struct HvArgs {
     pub console: Option<String>,
     /// `dtuart=<path>`: the UART the hypervisor owns (path may carry `:options`).
     pub dtuart: Option<String>,
+    /// `trace=smc`: moat logs every mediated trusted-OS call (a teaching view).
+    pub trace_smc: bool,
     /// Options accepted and ignored (`bootscrub=...`).
     pub ignored: Vec<String>,
     /// Options moat does not know: reported, not fatal.
@@ -579,6 +581,14 @@ pub fn parse_hv_args(line: &str) -> Result<HvArgs, BootCfgError> {
             "console" => a.console = Some(val.to_string()),
             "dtuart" => a.dtuart = Some(val.to_string()),
             "bootscrub" => a.ignored.push(opt.to_string()),
+            "trace" => {
+                for what in val.split(',') {
+                    match what {
+                        "smc" => a.trace_smc = true,
+                        _ => return Err(bad()),
+                    }
+                }
+            }
             _ => {
                 if a.unknown.len() >= MAX_ITEMS {
                     return Err(BootCfgError::TooMany("unknown boot options"));
@@ -1671,4 +1681,12 @@ pub(crate) mod tests {
             assert!(BootConfig::parse(&blob[..len]).is_err());
         }
     }
+
+    #[test]
+    fn trace_smc_is_an_option_and_unknown_traces_are_refused() {
+        assert!(parse_hv_args("trace=smc dom0_max_vcpus=1").unwrap().trace_smc);
+        assert!(!parse_hv_args("dom0_max_vcpus=1").unwrap().trace_smc);
+        assert!(parse_hv_args("trace=everything").is_err());
+    }
+
 }
