@@ -64,9 +64,10 @@ pub fn build() -> Result<(PathBuf, PathBuf)> {
     Ok((image, elf))
 }
 
-/// Everything `--hv moat` boots.
-pub fn prepare(machine: &Machine) -> Result<Prepared> {
-    let c = prepare_common(OpteeFlavour::Virtualized, machine)?;
+/// Everything `--hv moat` boots, with the NS-virtualized OP-TEE unless `optee` says
+/// otherwise (the plain build shows moat refusing trusted-OS calls without a mediator).
+pub fn prepare(machine: &Machine, optee: Option<OpteeFlavour>) -> Result<Prepared> {
+    let c = prepare_common(optee.unwrap_or(OpteeFlavour::Virtualized), machine)?;
     let (image, elf) = build()?;
     println!(
         "moat image: {} (ELF with symbols: {})",

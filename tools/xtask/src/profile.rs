@@ -87,6 +87,14 @@ pub struct QemuArgs {
     /// (for example "dom0_max_vcpus=1").
     #[arg(long, value_name = "OPTIONS")]
     pub hv_args: Option<String>,
+    /// moat: log every mediated trusted-OS call (VM, function, arguments, pages
+    /// translated, result); becomes `trace=smc` on moat's command line.
+    #[arg(long, value_name = "WHAT", value_parser = ["smc"])]
+    pub trace: Option<String>,
+    /// Boot another OP-TEE build than the profile's own (moat normally boots the
+    /// virtualized one; with the plain one it runs without a mediator).
+    #[arg(long, value_enum)]
+    pub optee: Option<OpteeFlavour>,
     /// With --hv xen: boot Xen's debug build (CONFIG_DEBUG=y: assertions, verbose logs).
     #[arg(long)]
     pub xen_debug: bool,
@@ -149,12 +157,20 @@ pub fn prepare_common(flavour: OpteeFlavour, machine: &Machine) -> Result<Common
 
 /// Build (or reuse) the pieces for `hv` on `machine`.
 pub fn prepare(hv: Hv, machine: &Machine) -> Result<Prepared> {
+    prepare_with(hv, machine, None)
+}
+
+/// As [`prepare`], with another OP-TEE build than the profile's own (moat and none only).
+pub fn prepare_with(hv: Hv, machine: &Machine, optee: Option<OpteeFlavour>) -> Result<Prepared> {
+    if optee.is_some() && hv == Hv::Xen {
+        bail!("--optee applies to --hv moat and --hv none");
+    }
     match hv {
         Hv::None => {}
-        Hv::Moat => return crate::moat::prepare(machine),
+        Hv::Moat => return crate::moat::prepare(machine, optee),
         Hv::Xen => return crate::xen::prepare(machine, crate::xen::Options::default()),
     }
-    let c = prepare_common(hv.optee_flavour(), machine)?;
+    let c = prepare_common(optee.unwrap_or(hv.optee_flavour()), machine)?;
     Ok(Prepared {
         machine: machine.clone(),
         bios: c.bios,

@@ -55,6 +55,9 @@ pub struct Scenario {
     /// Regexes that must match lines of OP-TEE's secure-UART log, in this order.
     #[serde(default)]
     pub secure: Vec<String>,
+    /// Another OP-TEE build than the profile's own.
+    #[serde(default)]
+    pub optee: Option<crate::stack::OpteeFlavour>,
     /// Extra hypervisor options for this scenario (appended to `xen,xen-bootargs`).
     #[serde(default)]
     pub hv_args: Option<String>,
@@ -205,7 +208,7 @@ fn run_one(s: &Scenario) -> Result<Vec<String>> {
         smp: s.smp,
         mem_mib: s.mem,
     };
-    let mut p = profile::prepare(s.hv.into(), &machine)?;
+    let mut p = profile::prepare_with(s.hv.into(), &machine, s.optee)?;
     if let Some(extra) = &s.hv_args {
         p.hv_bootargs = format!("{} {extra}", p.hv_bootargs).trim().to_string();
     }

@@ -67,10 +67,15 @@ pub struct Xen {
     pub debug_config: Vec<String>,
     /// Our own patches, relative to `qemu/xen/`, applied in order with `patch -p1`.
     pub patches: Vec<String>,
+    /// Kernel modules (relative to /lib/modules/<release>) the toolstack needs in dom0.
+    pub toolstack_modules: Vec<String>,
+    /// Xen's toolstack for dom0 and its libraries: arm64 package -> exact version.
+    pub toolstack: BTreeMap<String, String>,
 }
 
 /// Which OP-TEE build a profile boots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum OpteeFlavour {
     /// No NS-virtualization: for Linux running without a hypervisor.
     Plain,
