@@ -121,9 +121,8 @@ impl Gicd {
     /// `base` must be the GICD frame, mapped as device memory, owned by moat.
     pub unsafe fn new(base: u64) -> Self {
         // SAFETY: forwarded to the caller.
-        Self {
-            regs: unsafe { &*(base as *const GicdRegs) },
-        }
+        let regs = unsafe { &*(base as *const GicdRegs) };
+        Self { regs }
     }
 
     fn wait_rwp(&self) {

@@ -157,7 +157,7 @@ fn fatal(args: core::fmt::Arguments<'_>) -> ! {
 
 /// Copy the host DT out of RAM that will become dom0's.
 fn copy_dtb(dtb: u64) -> Option<Vec<u8>> {
-    if dtb == 0 || dtb % 8 != 0 {
+    if dtb == 0 || !dtb.is_multiple_of(8) {
         return None;
     }
     // SAFETY: TF-A passes the DT's address in x0; EL2 maps all RAM identity. The header's

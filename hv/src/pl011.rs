@@ -61,9 +61,8 @@ impl Pl011 {
     /// the EL2 stage-1 tables, and owned by moat (no guest may map it).
     pub unsafe fn new(base: u64) -> Self {
         // SAFETY: the caller guarantees `base` is a mapped PL011 that lives forever.
-        Self {
-            regs: unsafe { &*(base as *const Regs) },
-        }
+        let regs = unsafe { &*(base as *const Regs) };
+        Self { regs }
     }
 
     /// Send one byte, waiting while the transmit FIFO is full.

@@ -23,6 +23,9 @@ use crate::gic;
 /// The console multiplexer: where input goes, how guest output is tagged.
 static CONSOLE: Mutex<Option<ConsoleMux>> = Mutex::new(None);
 
+/// Most bytes taken from the console UART per interrupt (its FIFO holds 32).
+const MAX_INPUT_PER_IRQ: usize = 64;
+
 /// What an emulated access did.
 pub enum Emulated {
     /// Completed: step over the instruction.
@@ -214,7 +217,8 @@ pub fn sgi(dom: &Domain, vcpu: usize, value: u64) {
 
 /// Bytes typed on moat's console UART.
 fn console_input(dom: &Domain) {
-    loop {
+    // Bounded: at most two FIFOs' worth per interrupt; the rest waits for the next one.
+    for _ in 0..MAX_INPUT_PER_IRQ {
         let Some(Some(byte)) = crate::console::with_uart(|u| u.get()) else {
             break;
         };

@@ -1684,9 +1684,12 @@ pub(crate) mod tests {
 
     #[test]
     fn trace_smc_is_an_option_and_unknown_traces_are_refused() {
-        assert!(parse_hv_args("trace=smc dom0_max_vcpus=1").unwrap().trace_smc);
+        assert!(
+            parse_hv_args("trace=smc dom0_max_vcpus=1")
+                .unwrap()
+                .trace_smc
+        );
         assert!(!parse_hv_args("dom0_max_vcpus=1").unwrap().trace_smc);
         assert!(parse_hv_args("trace=everything").is_err());
     }
-
 }

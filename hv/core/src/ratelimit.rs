@@ -37,7 +37,7 @@ impl Limiter {
 pub const fn decide(n: u64) -> Option<u64> {
     if n < BURST {
         Some(0)
-    } else if (n - BURST + 1) % EVERY == 0 {
+    } else if (n - BURST + 1).is_multiple_of(EVERY) {
         Some(EVERY - 1)
     } else {
         None

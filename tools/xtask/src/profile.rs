@@ -64,7 +64,7 @@ impl Hv {
 #[derive(clap::Args, Debug)]
 pub struct QemuArgs {
     /// Which hypervisor runs at EL2.
-    #[arg(long, value_enum, default_value_t = Hv::None)]
+    #[arg(long, value_enum, default_value_t = Hv::Moat)]
     pub hv: Hv,
     /// Run this shell command in the guest instead of giving a shell, print its exit status
     /// (`moat-init: run-exit=N`) and power off; xtask then exits with that status.
