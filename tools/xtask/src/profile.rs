@@ -301,11 +301,16 @@ pub fn invocation(
 /// The gdb command that attaches to QEMU's stub, with the hypervisor's symbols when its
 /// ELF sits next to its image (moat: `moat` beside `moat.bin`).
 pub fn gdb_command(p: &Prepared) -> String {
-    let elf = p
-        .hypervisor
-        .as_ref()
-        .and_then(|img| img.file_stem().map(|stem| img.with_file_name(stem)))
-        .filter(|elf| elf.exists() && p.hypervisor.as_ref() != Some(elf));
+    // moat: `moat` beside `moat.bin`; Xen: `xen-syms` beside `xen`.
+    let elf = p.hypervisor.as_ref().and_then(|img| {
+        let stem = img.file_stem()?.to_string_lossy().into_owned();
+        [
+            img.with_file_name(&stem),
+            img.with_file_name(format!("{stem}-syms")),
+        ]
+        .into_iter()
+        .find(|elf| elf.exists() && elf != img)
+    });
     match elf {
         Some(elf) => format!("gdb-multiarch {} -ex 'target remote :1234'", elf.display()),
         None => "gdb-multiarch -ex 'target remote :1234'".to_string(),

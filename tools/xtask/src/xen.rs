@@ -21,8 +21,15 @@
 //! Xen turns its mediator on only when the DT it is given has `/firmware/optee`; OP-TEE
 //! adds that node to the DT in place at boot, so passing the runtime DT through is enough.
 //! The OP-TEE build is the NS-virtualized one (Xen announces each domain to it).
+//!
+//! With `--xen-toolstack`, dom0's initramfs gets one more cpio: Debian's arm64 toolstack of
+//! the same Xen version (`xl`, `xenstored`, `xenconsoled` and their libraries), the Xen
+//! device modules, a domU kernel + initramfs (the very same ones) and `moat-xl-domu`, which
+//! starts a domU with `tee = "optee"` (`qemu/xen/`). Xen 4.17 gives dom0less domUs no TEE,
+//! so this is how the multi-guest baseline gets its second OP-TEE guest.
 
 use crate::apt::PrivateApt;
+use crate::cpio;
 use crate::profile::{self, Prepared};
 use crate::qemu::Machine;
 use crate::stack::{OpteeFlavour, Stack};
@@ -42,13 +49,30 @@ pub const DOM0_MEM: &str = "512M,max:512M";
 const CROSS_COMPILE: &str = "aarch64-linux-gnu-";
 
 /// Which Xen build to boot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Flavour {
     /// `[xen].config` over defconfig: what a distribution would ship, plus the mediator.
+    #[default]
     Release,
     /// Also `[xen].debug_config` (CONFIG_DEBUG=y): assertions and every log level.
     Debug,
 }
+
+/// What `--hv xen` boots.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    pub flavour: Flavour,
+    /// Add Xen's toolstack and a domU to dom0's initramfs (`--xen-toolstack`).
+    pub toolstack: bool,
+}
+
+/// Where the toolstack overlay puts the domU's kernel and initramfs, and the xl tools.
+const DOMU_DIR: &str = "boot/domu";
+const XEN_TOOLS_DIR: &str = "usr/lib/xen-4.17/bin";
+
+/// Paths pruned from the unpacked toolstack packages: documentation, pygrub's Python, and
+/// the packages' own /etc (the initramfs's /etc stays as it is).
+const TOOLSTACK_PRUNE: &[&str] = &["usr/share", "usr/lib/xen-4.17/lib/python", "etc"];
 
 /// The Kconfig lines for `flavour`, in the order they are applied.
 pub fn config_lines(stack: &Stack, flavour: Flavour) -> Vec<String> {
@@ -205,16 +229,116 @@ pub fn build(
     Ok(dir.join("xen"))
 }
 
+/// dom0's initramfs with Xen's toolstack and a domU: the common initramfs plus one more
+/// cpio (cached by the packages, modules, kernel, initramfs and our qemu/xen files).
+fn toolstack_initramfs(
+    cache: &Path,
+    apt: &mut PrivateApt,
+    stack: &Stack,
+    kernel: &Path,
+    initramfs: &Path,
+) -> Result<PathBuf> {
+    let x = &stack.xen;
+    let ours = crate::paths::workspace_root().join("qemu/xen");
+    let (cfg, script) = (ours.join("domu.cfg"), ours.join("moat-xl-domu"));
+    let mut key = Key::new("xen-toolstack")
+        .with("modules", x.toolstack_modules.join(" "))
+        .with(
+            "kernel",
+            format!("{} {}", stack.kernel.package, stack.kernel.version),
+        )
+        .with_file("initramfs", initramfs)?
+        .with_file("domu.cfg", &cfg)?
+        .with_file("moat-xl-domu", &script)?;
+    for (p, v) in &x.toolstack {
+        key = key.with(p, v);
+    }
+    let debs = cache.join("debs");
+    let title = format!("dom0 initramfs + Xen {} toolstack and a domU", x.version);
+    let dir = step::cached(cache, &key, &title, |out, log| {
+        let root = out.join("root");
+        for (pkg, ver) in &x.toolstack {
+            let deb = apt.download(&debs, pkg, ver, log)?;
+            log.run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+        }
+        // bookworm's libraries still ship /lib; the initramfs's /lib is a link to usr/lib.
+        if root.join("lib").exists() {
+            log.run(
+                Command::new("cp")
+                    .arg("-a")
+                    .arg(root.join("lib/."))
+                    .arg(root.join("usr/lib")),
+            )?;
+            std::fs::remove_dir_all(root.join("lib"))?;
+        }
+        for p in TOOLSTACK_PRUNE {
+            let p = root.join(p);
+            if p.exists() {
+                std::fs::remove_dir_all(&p)?;
+            }
+        }
+        let kdeb = apt.download(&debs, &stack.kernel.package, &stack.kernel.version, log)?;
+        let k = out.join("kernel");
+        log.run(Command::new("dpkg-deb").arg("-x").arg(&kdeb).arg(&k))?;
+        let rel = &stack.kernel.release;
+        let mut list = String::new();
+        for m in &x.toolstack_modules {
+            let dst = root.join("usr/lib/modules").join(rel).join(m);
+            std::fs::create_dir_all(dst.parent().unwrap_or(&root))?;
+            std::fs::copy(k.join("lib/modules").join(rel).join(m), &dst)
+                .with_context(|| format!("module {m} not in {}", stack.kernel.package))?;
+            list.push_str(m);
+            list.push('\n');
+        }
+        std::fs::remove_dir_all(&k)?;
+        for d in [DOMU_DIR, "etc/moat", "etc/xen", "usr/bin", "usr/sbin"] {
+            std::fs::create_dir_all(root.join(d))?;
+        }
+        std::fs::write(root.join("etc/moat/xen-modules"), list)?;
+        // xl complains on every call when its global config is missing; the defaults do.
+        std::fs::write(
+            root.join("etc/xen/xl.conf"),
+            "# xl.conf(5): xl's defaults\n",
+        )?;
+        std::fs::copy(kernel, root.join(DOMU_DIR).join("Image"))?;
+        std::fs::copy(initramfs, root.join(DOMU_DIR).join("initrd.cpio"))?;
+        std::fs::copy(&cfg, root.join("etc/moat/domu.cfg"))?;
+        std::fs::copy(&script, root.join("usr/bin/moat-xl-domu"))?;
+        std::os::unix::fs::symlink(
+            format!("../../{XEN_TOOLS_DIR}/xl"),
+            root.join("usr/sbin/xl"),
+        )?;
+        ensure!(
+            root.join(XEN_TOOLS_DIR).join("xl").exists(),
+            "the toolstack packages have no {XEN_TOOLS_DIR}/xl"
+        );
+        // Linux unpacks concatenated archives in order: the overlay lands on the common one.
+        let mut file = std::io::BufWriter::new(std::fs::File::create(out.join("initramfs.cpio"))?);
+        std::io::copy(&mut std::fs::File::open(initramfs)?, &mut file)?;
+        let mut w = cpio::Writer::new(file);
+        w.tree(&root)?;
+        w.finish()?;
+        std::fs::remove_dir_all(&root)?;
+        Ok(())
+    })?;
+    Ok(dir.join("initramfs.cpio"))
+}
+
 /// The `--hv xen` profile: the common pieces with the NS-virtualized OP-TEE, and Xen as BL33.
-pub fn prepare(machine: &Machine, flavour: Flavour) -> Result<Prepared> {
+pub fn prepare(machine: &Machine, opts: Options) -> Result<Prepared> {
     let mut c = profile::prepare_common(OpteeFlavour::Virtualized, machine)?;
-    let xen = build(&c.cache, &mut c.apt, &c.stack, flavour)?;
+    let xen = build(&c.cache, &mut c.apt, &c.stack, opts.flavour)?;
+    let initramfs = if opts.toolstack {
+        toolstack_initramfs(&c.cache, &mut c.apt, &c.stack, &c.kernel, &c.initramfs)?
+    } else {
+        c.initramfs
+    };
     Ok(Prepared {
         machine: machine.clone(),
         bios: c.bios,
         dtb_base: c.dtb_base,
         kernel: c.kernel,
-        initramfs: c.initramfs,
+        initramfs,
         hypervisor: Some(xen),
         hv_bootargs: hv_bootargs(machine),
         linux_bootargs: DOM0_BOOTARGS.into(),
@@ -282,6 +406,36 @@ mod tests {
         assert!(a.contains(" bootscrub=0"));
         assert!(DOM0_BOOTARGS.starts_with("console=hvc0 "));
         assert!(DOM0_BOOTARGS.ends_with(" rdinit=/init"));
+    }
+
+    #[test]
+    fn the_toolstack_is_the_hypervisor_s_own_version() {
+        // libxl's domctl interface must match the hypervisor's: same Xen release.
+        let stack = Stack::load().unwrap();
+        let xen: Vec<_> = stack
+            .xen
+            .toolstack
+            .iter()
+            .filter(|(p, _)| p.starts_with("libxen") || p.starts_with("xen-utils-"))
+            .collect();
+        assert!(xen.iter().any(|(p, _)| p.as_str() == "xen-utils-4.17"));
+        for (p, v) in xen {
+            assert_eq!(v, &stack.xen.version, "{p}");
+        }
+        assert!(stack.xen.version.starts_with("4.17."));
+        assert!(XEN_TOOLS_DIR.ends_with("xen-4.17/bin"));
+    }
+
+    #[test]
+    fn the_domu_asks_for_the_optee_mediator() {
+        let dir = crate::paths::workspace_root().join("qemu/xen");
+        let cfg = std::fs::read_to_string(dir.join("domu.cfg")).unwrap();
+        assert!(cfg.lines().any(|l| l == "tee = \"optee\""));
+        assert!(cfg.contains(&format!("\"/{DOMU_DIR}/Image\"")));
+        let script = std::fs::read_to_string(dir.join("moat-xl-domu")).unwrap();
+        assert!(script.contains(&format!("X=/{XEN_TOOLS_DIR}")));
+        // The domU's markers are renamed so that they never end dom0's --run.
+        assert!(script.contains("s/moat-init: /moat-init(domU): /"));
     }
 
     #[test]
