@@ -1,0 +1,100 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Every limit the mediator enforces, in one configurable struct.
+//!
+//! Each field bounds one thing a hostile guest could otherwise grow without bound. The
+//! defaults are generous for a Linux guest (a 16 MiB buffer, 256 buffers) while keeping the
+//! worst-case work of a single trap to a few thousand page translations.
+//!
+//! ## Work per trap
+//! Xen caps a buffer at 129 pages (512 KiB + 1) and 16 buffers, so one trap cannot walk an
+//! unbounded page list; that cap breaks large buffers. moat instead bounds the *trap*:
+//! every page translated (data pages and list pages) is charged to a per-trap budget,
+//! `max_pages_per_trap`. One buffer may use the whole budget, so a buffer can be as large
+//! as the budget (default 4096 pages = 16 MiB, 32x Xen), and no trap ever walks more than
+//! that many pages, whatever the guest sends.
+
+/// Default: concurrent yielding calls per VM (capped by OP-TEE's thread count).
+pub const DEFAULT_MAX_CALLS_PER_VM: u32 = 4;
+/// Default: pages in one shared buffer (16 MiB).
+pub const DEFAULT_MAX_PAGES_PER_BUFFER: u32 = 4096;
+/// Default: pages translated in one trap, all parameters together (list pages included).
+pub const DEFAULT_MAX_PAGES_PER_TRAP: u32 = 4096 + 16;
+/// Default: shared buffers (registered or RPC-allocated) per VM.
+pub const DEFAULT_MAX_BUFFERS_PER_VM: u32 = 256;
+/// Default: total pinned guest pages per VM (256 MiB).
+pub const DEFAULT_MAX_PINNED_PAGES_PER_VM: u32 = 65536;
+/// Default: RPC argument buffers (RPC_FUNC_ALLOC) per VM.
+pub const DEFAULT_MAX_RPC_ARGS_PER_VM: u32 = 8;
+/// Default: parameters in one `optee_msg_arg` (Linux uses at most 4 + 2 meta).
+pub const DEFAULT_MAX_PARAMS: u32 = 8;
+/// Default: times one trap may resume OP-TEE itself before handing back to the guest.
+pub const DEFAULT_MAX_INTERNAL_RESUMES: u32 = 8;
+/// Default: round trips spent unwinding one parked call of a dying VM.
+pub const DEFAULT_MAX_DESTROY_RESUMES: u32 = 16;
+
+/// The mediator's limits. `Limits::default()` is the production configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Yielding calls a VM may have open at once (in OP-TEE or parked in an RPC). Bounds a
+    /// VM parking every OP-TEE thread in an RPC it never answers, starving other VMs; each
+    /// call also holds a shadow page. The effective share is `min(this, thread_count)`, and
+    /// is what the VM's GET_THREAD_COUNT answers. OP-TEE's threads are global: for strict
+    /// isolation set this to at most `thread_count / number_of_vms`; above that, VMs can
+    /// still make each other wait (OP-TEE's own ETHREAD_LIMIT) but not starve the rest of
+    /// a share they already hold.
+    pub max_calls_per_vm: u32,
+    /// Pages in one buffer (temporary, registered or RPC-allocated). Bounds the pin and
+    /// metadata cost of one buffer.
+    pub max_pages_per_buffer: u32,
+    /// Pages translated and pinned in one trap, summed over all parameters plus list pages.
+    /// Bounds the time the hypervisor spends in one trap (see the module doc).
+    pub max_pages_per_trap: u32,
+    /// Live shared buffers per VM. Bounds the mediator's per-VM bookkeeping (heap).
+    pub max_buffers_per_vm: u32,
+    /// Pinned pages per VM, all buffers together. Bounds how much RAM a VM can lock so the
+    /// hypervisor cannot reclaim or remap it.
+    pub max_pinned_pages_per_vm: u32,
+    /// RPC argument buffers per VM; each costs one hypervisor page. Bounds hypervisor memory
+    /// a VM can make OP-TEE allocate.
+    pub max_rpc_args_per_vm: u32,
+    /// Parameters in one message. Bounds the shadow size and per-call parameter work.
+    pub max_params: u32,
+    /// OP-TEE round trips the mediator answers on its own within one trap (refused RPC
+    /// allocations, stale cookies). Bounds the time of one trap when OP-TEE keeps asking;
+    /// past it the guest gets a FOREIGN_INTR RPC and resumes later.
+    pub max_internal_resumes: u32,
+    /// OP-TEE round trips spent unwinding one parked call when its VM is destroyed (every
+    /// RPC answered with a failure so the OP-TEE thread finishes and is not leaked). Bounds
+    /// the work of `vm_destroyed` against a TA that keeps issuing RPCs; past it the thread
+    /// is abandoned, which is what Xen always does.
+    pub max_destroy_resumes: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_calls_per_vm: DEFAULT_MAX_CALLS_PER_VM,
+            max_pages_per_buffer: DEFAULT_MAX_PAGES_PER_BUFFER,
+            max_pages_per_trap: DEFAULT_MAX_PAGES_PER_TRAP,
+            max_buffers_per_vm: DEFAULT_MAX_BUFFERS_PER_VM,
+            max_pinned_pages_per_vm: DEFAULT_MAX_PINNED_PAGES_PER_VM,
+            max_rpc_args_per_vm: DEFAULT_MAX_RPC_ARGS_PER_VM,
+            max_params: DEFAULT_MAX_PARAMS,
+            max_internal_resumes: DEFAULT_MAX_INTERNAL_RESUMES,
+            max_destroy_resumes: DEFAULT_MAX_DESTROY_RESUMES,
+        }
+    }
+}
+
+impl Limits {
+    /// The largest `max_params` whose argument struct still fits one shadow page.
+    pub const MAX_PARAMS_IN_PAGE: u32 =
+        ((4096 - crate::abi::MSG_ARG_HEADER_SIZE) / crate::abi::MSG_PARAM_SIZE) as u32;
+
+    /// Clamp values that would break invariants (a shadow argument must fit one page).
+    pub fn sanitized(mut self) -> Self {
+        self.max_params = self.max_params.min(Self::MAX_PARAMS_IN_PAGE);
+        self.max_pages_per_buffer = self.max_pages_per_buffer.max(1);
+        self
+    }
+}

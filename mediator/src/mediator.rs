@@ -1,0 +1,1409 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! The mediator proper: per-VM state, SMC dispatch, yielding calls and RPCs.
+//!
+//! ```text
+//!  guest SMC ──▶ handle_smc ──┬─ fast, pass-through ──▶ pass_through() ──▶ OP-TEE
+//!                             │    (UID, REVISION, OS_*, caps, SHM cache)   │ filter
+//!                             ├─ answered here (THREAD_COUNT, SHM_CONFIG, …)◀┘
+//!                             ├─ CALL_WITH_ARG / _RPC_ARG / _REGD_ARG
+//!                             │     ─▶ copy arg ─▶ validate ─▶ shadow page ─▶ forward
+//!                             │     ─▶ after_optee()
+//!                             └─ RETURN_FROM_RPC ─▶ find waiting call ─▶ answer ─▶ forward
+//!                                                      ─▶ after_optee()
+//!  after_optee: done → release temps, copy back allowed fields | RPC → shadow/translate,
+//!               park the call (Waiting) and return the RPC to the guest
+//! ```
+//!
+//! Shadows: OP-TEE only ever sees hypervisor pages for message structures. The argument is
+//! copied into a shadow page; RPC_FUNC_ALLOC is answered with a hypervisor page (the
+//! guest's buffer only receives copies of requests); with CALL_WITH_RPC_ARG and
+//! CALL_WITH_REGD_ARG (argument inside a registered buffer) the RPC argument sits right
+//! after the argument in the same shadow page, and OP-TEE gets CALL_WITH_RPC_ARG.
+//!
+//! Every forwarded SMC carries the VM's client id in a7; the guest's a7 is never read. The
+//! guest sees a per-VM call handle in a3 (never OP-TEE's thread id); OP-TEE's resume
+//! registers a3..a6 are kept here and replayed. A call is `Running` only inside one trap;
+//! between traps it is `Waiting` for exactly one RPC answer.
+//!
+//! Locking: the mediator is `&mut self`; the hypervisor serializes calls into it.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use crate::abi::{
+    self, arg_size, param_offset, regpair, split_regpair, MsgArg, MsgArgHeader, MsgParam, ParamKind,
+};
+use crate::error::{Error, Fault};
+use crate::limits::Limits;
+use crate::ports::{
+    Access, GuestMemory, HvPage, HvPages, Ipa, SecureMonitor, VmId, HYPERVISOR_CLIENT_ID,
+};
+use crate::probe::Probe;
+use crate::shm::{free_pages, pin_noncontig, unpin_all, Budget, Pinned, Room};
+use crate::trace::{NoTrace, SmcRecord, Trace};
+
+/// Normal-world capabilities the mediator ever forwards: none. A guest's UNIPROCESSOR
+/// claim would make OP-TEE map that guest's buffers non-shareable, which is wrong on the
+/// SMP machine underneath, so it is dropped.
+pub const FORWARDED_NSEC_CAPS: u64 = 0;
+
+/// Secure-world capabilities a guest may see. Reserved/static SHM is hidden (guests get
+/// none); ASYNC_NOTIF is hidden because OP-TEE panics when it must notify a VM with no
+/// guest interrupt wired up behind it, and a guest must never bring OP-TEE down; unknown
+/// bits are hidden. RPC_ARG is shown only when the argument and the RPC argument of the
+/// largest allowed message fit one shadow page together (see `Mediator::inline_rpc_size`).
+pub const GUEST_SEC_CAPS: u64 = abi::OPTEE_SMC_SEC_CAP_UNREGISTERED_SHM
+    | abi::OPTEE_SMC_SEC_CAP_DYNAMIC_SHM
+    | abi::OPTEE_SMC_SEC_CAP_VIRTUALIZATION
+    | abi::OPTEE_SMC_SEC_CAP_MEMREF_NULL
+    | abi::OPTEE_SMC_SEC_CAP_RPC_ARG;
+
+/// Cache setting passed in a3 of CALL_WITH_ARG: normal cached memory.
+const OPTEE_SMC_SHM_CACHED: u64 = 1;
+
+/// Which kind of buffer a cookie names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BufKind {
+    /// REGISTER_SHM from the guest.
+    Registered,
+    /// OPTEE_RPC_CMD_SHM_ALLOC answered by the guest.
+    RpcAlloc,
+}
+
+/// Where a buffer is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BufState {
+    /// REGISTER_SHM in flight; unusable until OP-TEE accepts it.
+    Registering,
+    /// Live: OP-TEE may use it.
+    Live,
+    /// UNREGISTER_SHM in flight.
+    Unregistering,
+}
+
+#[derive(Debug)]
+struct Buffer {
+    kind: BufKind,
+    state: BufState,
+    pinned: Pinned,
+}
+
+/// An RPC argument buffer (RPC_FUNC_ALLOC): OP-TEE gets `page`; the guest sees copies at
+/// `ipa`.
+#[derive(Debug)]
+struct RpcArg {
+    ipa: Ipa,
+    size: usize,
+    page: HvPage,
+}
+
+/// What a parked call waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Wait {
+    /// Guest allocates an RPC argument buffer of `size` bytes.
+    Alloc { size: u64 },
+    /// Guest frees an RPC argument buffer.
+    Free,
+    /// Guest takes its interrupt.
+    ForeignIntr,
+    /// Guest runs the RPC command; `rpc` is what OP-TEE asked (from the shadow).
+    Cmd { cookie: u64, rpc: MsgArg },
+    /// The mediator already has OP-TEE's answer (a1, a2, a4, a5); the guest was bounced
+    /// with FOREIGN_INTR because the trap's budget ran out.
+    Pending { a1: u64, a2: u64, a4: u64, a5: u64 },
+}
+
+/// Where a call's argument lives in the guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum GuestLoc {
+    /// At a guest-physical address (CALL_WITH_ARG, CALL_WITH_RPC_ARG).
+    Ipa(Ipa),
+    /// Inside a registered buffer (CALL_WITH_REGD_ARG): the buffer's pages from the one
+    /// holding the argument, the offset in the first of them, and the bytes left in the
+    /// buffer from there. The pages are copied out of the buffer record, so a racing
+    /// UNREGISTER_SHM cannot make the mediator touch anything but this VM's RAM.
+    InBuffer {
+        pages: Vec<Ipa>,
+        offset: u64,
+        limit: u64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum CallState {
+    Running,
+    Waiting(Wait),
+}
+
+#[derive(Debug)]
+struct Call {
+    state: CallState,
+    shadow: HvPage,
+    guest: GuestLoc,
+    /// Size of the RPC argument that follows the argument (CALL_WITH_RPC_ARG and
+    /// CALL_WITH_REGD_ARG), in the shadow and in the guest alike.
+    inline_rpc: Option<usize>,
+    /// The validated copy of the guest's argument (guest-side view; used for copy-back).
+    arg: MsgArg,
+    temps: Vec<Pinned>,
+    lists: Vec<HvPage>,
+    register: Option<u64>,
+    unregister: Option<u64>,
+    /// OP-TEE's a3..a6 at its last RPC return.
+    resume: [u64; 4],
+}
+
+#[derive(Debug, Default)]
+struct Vm {
+    calls: BTreeMap<u32, Call>,
+    next_call: u32,
+    bufs: BTreeMap<u64, Buffer>,
+    rpc_args: BTreeMap<u64, RpcArg>,
+    pinned: u32,
+}
+
+/// Per-trap bookkeeping.
+struct Trap {
+    budget: Budget,
+    fault: Option<Fault>,
+    internal_resumes: u32,
+}
+
+/// The OP-TEE mediator.
+pub struct Mediator<M, P, T = NoTrace> {
+    monitor: M,
+    pages: P,
+    trace: T,
+    limits: Limits,
+    probe: Probe,
+    vms: BTreeMap<VmId, Vm>,
+}
+
+/// A snapshot of one VM's mediator state, for tests and diagnostics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmStats {
+    /// Open calls.
+    pub calls: usize,
+    /// Calls parked waiting for an RPC answer.
+    pub waiting: usize,
+    /// Shared buffers (any state).
+    pub buffers: usize,
+    /// RPC argument buffers.
+    pub rpc_args: usize,
+    /// Pinned pages.
+    pub pinned: u32,
+}
+
+// ---------------------------------------------------------------------------------------
+// Code.
+// ---------------------------------------------------------------------------------------
+
+impl GuestLoc {
+    /// Copy `buf.len()` bytes at byte `off` of the argument area from guest memory.
+    fn read<G: GuestMemory>(&self, mem: &G, off: usize, buf: &mut [u8]) -> Result<(), Fault> {
+        self.each(off, buf.len(), |ipa, from, to| {
+            mem.read(ipa, &mut buf[from..to])
+        })
+    }
+
+    /// Copy `data` to byte `off` of the argument area in guest memory.
+    fn write<G: GuestMemory>(&self, mem: &mut G, off: usize, data: &[u8]) -> Result<(), Fault> {
+        self.each(off, data.len(), |ipa, from, to| {
+            mem.write(ipa, &data[from..to])
+        })
+    }
+
+    /// Split `[off, off + len)` into guest-contiguous pieces: `f(ipa, from, to)`.
+    fn each(
+        &self,
+        off: usize,
+        len: usize,
+        mut f: impl FnMut(Ipa, usize, usize) -> Result<(), crate::ports::MemFault>,
+    ) -> Result<(), Fault> {
+        match self {
+            GuestLoc::Ipa(base) => {
+                let ipa = base.checked_add(off as u64).ok_or(Fault::BadAddress)?;
+                f(ipa, 0, len).map_err(|_| Fault::BadAddress)
+            }
+            GuestLoc::InBuffer {
+                pages,
+                offset,
+                limit,
+            } => {
+                let end = (off as u64)
+                    .checked_add(len as u64)
+                    .ok_or(Fault::BadAddress)?;
+                if end > *limit {
+                    return Err(Fault::BadAddress);
+                }
+                let mut done = 0usize;
+                while done < len {
+                    let pos = offset + (off + done) as u64;
+                    let page = pages
+                        .get((pos / abi::NONCONTIG_PAGE_SIZE) as usize)
+                        .ok_or(Fault::BadAddress)?;
+                    let in_page = pos % abi::NONCONTIG_PAGE_SIZE;
+                    let n = ((abi::NONCONTIG_PAGE_SIZE - in_page) as usize).min(len - done);
+                    f(Ipa(page.0 + in_page), done, done + n).map_err(|_| Fault::BadAddress)?;
+                    done += n;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn ok_regs(a0: u32, a1: u64, a2: u64, a3: u64) -> [u64; 4] {
+    [u64::from(a0), a1, a2, a3]
+}
+
+fn err_regs(code: u32) -> [u64; 4] {
+    ok_regs(code, 0, 0, 0)
+}
+
+impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
+    /// A mediator for the OP-TEE described by `probe` (see [`crate::probe::probe`]).
+    pub fn new(monitor: M, pages: P, trace: T, limits: Limits, probe: Probe) -> Self {
+        Self {
+            monitor,
+            pages,
+            trace,
+            limits: limits.sanitized(),
+            probe,
+            vms: BTreeMap::new(),
+        }
+    }
+
+    /// Probe the secure world through `monitor`, then build the mediator.
+    pub fn probe(mut monitor: M, pages: P, trace: T, limits: Limits) -> Result<Self, Error> {
+        let probe = crate::probe::probe(&mut monitor)?;
+        Ok(Self::new(monitor, pages, trace, limits, probe))
+    }
+
+    /// What the probe found.
+    pub fn probe_result(&self) -> Probe {
+        self.probe
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The port objects (tests inspect the fakes through these).
+    pub fn ports(&self) -> (&M, &P, &T) {
+        (&self.monitor, &self.pages, &self.trace)
+    }
+
+    /// Concurrent yielding calls one VM may have: its share of OP-TEE's threads.
+    pub fn calls_per_vm(&self) -> u32 {
+        self.limits
+            .max_calls_per_vm
+            .min(self.probe.thread_count)
+            .max(1)
+    }
+
+    /// Bytes of the RPC argument that follows the argument in CALL_WITH_RPC_ARG, if the
+    /// mediator supports that call: OP-TEE has RPC_ARG and the largest allowed argument
+    /// plus the RPC argument fit one shadow page.
+    pub fn inline_rpc_size(&self) -> Option<usize> {
+        let n = self.probe.rpc_param_count as usize;
+        let size = arg_size(n);
+        let fits =
+            arg_size(self.limits.max_params as usize) + size <= abi::NONCONTIG_PAGE_SIZE as usize;
+        (self.probe.sec_caps & abi::OPTEE_SMC_SEC_CAP_RPC_ARG != 0 && n > 0 && fits).then_some(size)
+    }
+
+    /// Current state counters of `vm`.
+    pub fn vm_stats(&self, vm: VmId) -> Option<VmStats> {
+        self.vms.get(&vm).map(|v| VmStats {
+            calls: v.calls.len(),
+            waiting: v
+                .calls
+                .values()
+                .filter(|c| matches!(c.state, CallState::Waiting(_)))
+                .count(),
+            buffers: v.bufs.len(),
+            rpc_args: v.rpc_args.len(),
+            pinned: v.pinned,
+        })
+    }
+
+    /// Tell OP-TEE about a new VM. An error must make domain creation fail.
+    pub fn vm_created(&mut self, vm: VmId) -> Result<(), Error> {
+        if self.vms.contains_key(&vm) {
+            return Err(Error::VmExists);
+        }
+        let r = self.monitor.call([
+            u64::from(abi::OPTEE_SMC_VM_CREATED),
+            vm.client_id(),
+            0,
+            0,
+            0,
+            0,
+            0,
+            HYPERVISOR_CLIENT_ID,
+        ]);
+        if r[0] as u32 != abi::OPTEE_SMC_RETURN_OK {
+            return Err(Error::VmCreateRefused { code: r[0] as u32 });
+        }
+        self.vms.insert(vm, Vm::default());
+        Ok(())
+    }
+
+    /// Release everything `vm` holds (calls, shadow pages, buffers, pins), then tell OP-TEE.
+    ///
+    /// Parked calls are first unwound: every pending RPC is answered with a failure until
+    /// OP-TEE finishes the call (at most `max_destroy_resumes` round trips each), so no
+    /// OP-TEE thread stays suspended for a VM that no longer exists.
+    ///
+    /// Each step is bounded by the limits: at most `calls_per_vm` calls, each with at most
+    /// `max_params` temporaries, `max_buffers_per_vm` buffers and `max_rpc_args_per_vm`
+    /// RPC argument pages, and `max_pinned_pages_per_vm` unpins in total. Unpinning before
+    /// VM_DESTROYED is safe: the VM's state is gone first, so no SMC with its client id can
+    /// run again, and only such an SMC could make OP-TEE touch its pages.
+    pub fn vm_destroyed<G: GuestMemory>(&mut self, vm: VmId, mem: &mut G) -> Result<(), Error> {
+        let mut v = self.vms.remove(&vm).ok_or(Error::UnknownVm)?;
+        let ids: Vec<u32> = v.calls.keys().copied().collect();
+        for id in ids {
+            self.drain_call(vm, &mut v, id);
+        }
+        for (_, call) in core::mem::take(&mut v.calls) {
+            self.release_call_resources(mem, &mut v, call);
+        }
+        for (_, buf) in core::mem::take(&mut v.bufs) {
+            unpin_all(mem, &buf.pinned);
+        }
+        for (_, ra) in core::mem::take(&mut v.rpc_args) {
+            self.pages.free(ra.page);
+        }
+        let r = self.monitor.call([
+            u64::from(abi::OPTEE_SMC_VM_DESTROYED),
+            vm.client_id(),
+            0,
+            0,
+            0,
+            0,
+            0,
+            HYPERVISOR_CLIENT_ID,
+        ]);
+        if r[0] as u32 != abi::OPTEE_SMC_RETURN_OK {
+            return Err(Error::VmDestroyFailed { code: r[0] as u32 });
+        }
+        Ok(())
+    }
+
+    /// Unwind a parked call of a dying VM: answer each RPC with a failure until OP-TEE
+    /// finishes the call, at most `max_destroy_resumes` round trips. Nothing is copied back
+    /// to the guest; resources are released by the caller afterwards.
+    fn drain_call(&mut self, vm: VmId, v: &mut Vm, id: u32) {
+        let Some(call) = v.calls.get_mut(&id) else {
+            return;
+        };
+        let CallState::Waiting(mut wait) = core::mem::replace(&mut call.state, CallState::Running)
+        else {
+            return;
+        };
+        for _ in 0..self.limits.max_destroy_resumes {
+            let resume = v.calls.get(&id).map(|c| c.resume).unwrap_or_default();
+            let preserved = [0, 0, resume[1], resume[2]];
+            let answer = match wait {
+                // No memory for OP-TEE.
+                Wait::Alloc { .. } => [0; 4],
+                Wait::Pending { a1, a2, a4, a5 } => [a1, a2, a4, a5],
+                Wait::Cmd { cookie, .. } => {
+                    self.fail_rpc_cmd(v, id, cookie, abi::TEEC_ERROR_TARGET_DEAD);
+                    preserved
+                }
+                Wait::Free | Wait::ForeignIntr => preserved,
+            };
+            let r = self.forward_resume(vm.client_id(), &resume, answer);
+            let a0 = r[0] as u32;
+            if !abi::is_rpc(a0) {
+                return;
+            }
+            if let Some(c) = v.calls.get_mut(&id) {
+                c.resume = [r[3], r[4], r[5], r[6]];
+            }
+            let cookie = regpair(r[1], r[2]);
+            wait = match a0 & !abi::OPTEE_SMC_RETURN_RPC_PREFIX_MASK {
+                abi::OPTEE_SMC_RPC_FUNC_ALLOC => Wait::Alloc { size: 0 },
+                abi::OPTEE_SMC_RPC_FUNC_FREE => {
+                    if let Some(ra) = v.rpc_args.remove(&cookie) {
+                        self.pages.free(ra.page);
+                    }
+                    Wait::Free
+                }
+                abi::OPTEE_SMC_RPC_FUNC_CMD => Wait::Cmd {
+                    cookie,
+                    rpc: MsgArg::default(),
+                },
+                _ => Wait::ForeignIntr,
+            };
+        }
+    }
+
+    /// Make OP-TEE see its RPC command fail with `code` (written into the RPC argument).
+    fn fail_rpc_cmd(&mut self, v: &Vm, id: u32, cookie: u64, code: u32) {
+        if let Some((page, off, size, _, _)) = rpc_slot(v, id, cookie) {
+            if size >= abi::MSG_ARG_HEADER_SIZE {
+                self.pages
+                    .write(page, off + abi::ARG_OFFSET_RET, &code.to_le_bytes());
+            }
+        }
+    }
+
+    /// Handle one trapped trusted-OS SMC from `vm`. `regs` are the guest's x0..x7; the
+    /// result is what to write back to x0..x7. Never panics on guest input.
+    pub fn handle_smc<G: GuestMemory>(
+        &mut self,
+        vm: VmId,
+        mem: &mut G,
+        regs: [u64; 8],
+    ) -> [u64; 8] {
+        let fid = regs[0] as u32;
+        let mut trap = Trap {
+            budget: Budget {
+                pages_left: self.limits.max_pages_per_trap,
+                translated: 0,
+            },
+            fault: None,
+            internal_resumes: 0,
+        };
+        let head = match self.vms.remove(&vm) {
+            None => err_regs(abi::OPTEE_SMC_RETURN_UNKNOWN_FUNCTION),
+            Some(mut v) => {
+                let r = self.dispatch(vm, &mut v, mem, fid, &regs, &mut trap);
+                self.vms.insert(vm, v);
+                r
+            }
+        };
+        if T::ENABLED {
+            let mut args = [0u64; 6];
+            args.copy_from_slice(&regs[1..7]);
+            self.trace.smc(&SmcRecord {
+                vm,
+                func: fid,
+                args,
+                pages_translated: trap.budget.translated,
+                ret: head[0] as u32,
+                fault: trap.fault,
+            });
+        }
+        // a4..a7 are preserved for the guest, per the SMC calling convention.
+        [
+            head[0], head[1], head[2], head[3], regs[4], regs[5], regs[6], regs[7],
+        ]
+    }
+
+    fn dispatch<G: GuestMemory>(
+        &mut self,
+        vm: VmId,
+        v: &mut Vm,
+        mem: &mut G,
+        fid: u32,
+        regs: &[u64; 8],
+        trap: &mut Trap,
+    ) -> [u64; 4] {
+        let client = vm.client_id();
+        match fid {
+            abi::OPTEE_SMC_CALLS_COUNT
+            | abi::OPTEE_SMC_CALLS_UID
+            | abi::OPTEE_SMC_CALLS_REVISION
+            | abi::OPTEE_SMC_GET_OS_UUID
+            | abi::OPTEE_SMC_GET_OS_REVISION
+            | abi::OPTEE_SMC_ENABLE_SHM_CACHE => self.pass_through(client, fid, 0),
+            abi::OPTEE_SMC_EXCHANGE_CAPABILITIES => {
+                let r = self.pass_through(client, fid, FORWARDED_NSEC_CAPS);
+                let caps = regpair(0, r[1]);
+                if r[0] as u32 != abi::OPTEE_SMC_RETURN_OK
+                    || caps & abi::OPTEE_SMC_SEC_CAP_DYNAMIC_SHM == 0
+                {
+                    return err_regs(abi::OPTEE_SMC_RETURN_ENOTAVAIL);
+                }
+                // a2 (max notification value) belongs to a masked capability: zero.
+                let mut caps = caps & GUEST_SEC_CAPS;
+                let mut rpc_params = 0;
+                match self.inline_rpc_size() {
+                    Some(_) if caps & abi::OPTEE_SMC_SEC_CAP_RPC_ARG != 0 => {
+                        rpc_params = u64::from(self.probe.rpc_param_count);
+                    }
+                    _ => caps &= !abi::OPTEE_SMC_SEC_CAP_RPC_ARG,
+                }
+                ok_regs(abi::OPTEE_SMC_RETURN_OK, caps, 0, rpc_params)
+            }
+            // OP-TEE only empties its cache when idle; the mediator enforces that per VM, so
+            // a cookie can never free an RPC argument page a parked call still uses.
+            abi::OPTEE_SMC_DISABLE_SHM_CACHE if !v.calls.is_empty() => {
+                err_regs(abi::OPTEE_SMC_RETURN_EBUSY)
+            }
+            abi::OPTEE_SMC_DISABLE_SHM_CACHE => self.disable_shm_cache(v, mem, client, trap),
+            abi::OPTEE_SMC_GET_THREAD_COUNT => ok_regs(
+                abi::OPTEE_SMC_RETURN_OK,
+                u64::from(self.calls_per_vm()),
+                0,
+                0,
+            ),
+            abi::OPTEE_SMC_GET_SHM_CONFIG
+            | abi::OPTEE_SMC_L2CC_MUTEX
+            | abi::OPTEE_SMC_ENABLE_ASYNC_NOTIF
+            | abi::OPTEE_SMC_GET_ASYNC_NOTIF_VALUE => err_regs(abi::OPTEE_SMC_RETURN_ENOTAVAIL),
+            abi::OPTEE_SMC_CALL_WITH_ARG => self.std_call(vm, v, mem, regs, trap),
+            abi::OPTEE_SMC_CALL_WITH_RPC_ARG | abi::OPTEE_SMC_CALL_WITH_REGD_ARG
+                if self.inline_rpc_size().is_some() =>
+            {
+                self.std_call(vm, v, mem, regs, trap)
+            }
+            abi::OPTEE_SMC_RETURN_FROM_RPC => self.resume(vm, v, mem, regs, trap),
+            abi::OPTEE_SMC_VM_CREATED
+            | abi::OPTEE_SMC_VM_DESTROYED
+            | abi::OPTEE_SMC_BOOT_SECONDARY
+            | abi::OPTEE_SMC_CALL_WITH_RPC_ARG
+            | abi::OPTEE_SMC_CALL_WITH_REGD_ARG => {
+                trap.fault = Some(Fault::Refused);
+                err_regs(Fault::Refused.smc_code())
+            }
+            _ => err_regs(abi::OPTEE_SMC_RETURN_UNKNOWN_FUNCTION),
+        }
+    }
+
+    /// The one path for fast calls forwarded to OP-TEE: the mediator picks every argument
+    /// (only `a1` is ever non-zero) and a7 is the VM's client id. Callers filter the result.
+    fn pass_through(&mut self, client: u64, fid: u32, a1: u64) -> [u64; 4] {
+        let r = self
+            .monitor
+            .call([u64::from(fid), a1, 0, 0, 0, 0, 0, client]);
+        [
+            r[0] & 0xffff_ffff,
+            r[1] & 0xffff_ffff,
+            r[2] & 0xffff_ffff,
+            r[3] & 0xffff_ffff,
+        ]
+    }
+
+    /// DISABLE_SHM_CACHE: OP-TEE hands back one cached cookie per call. A cookie naming
+    /// this VM's RPC argument buffer or registered buffer is released here and passed on;
+    /// any other cookie is never shown to the guest (it could leak another VM's pointer):
+    /// ask again, at most `max_internal_resumes` times, then answer EBUSY (retry later).
+    fn disable_shm_cache<G: GuestMemory>(
+        &mut self,
+        v: &mut Vm,
+        mem: &mut G,
+        client: u64,
+        trap: &mut Trap,
+    ) -> [u64; 4] {
+        loop {
+            let r = self.pass_through(client, abi::OPTEE_SMC_DISABLE_SHM_CACHE, 0);
+            if r[0] as u32 != abi::OPTEE_SMC_RETURN_OK {
+                return err_regs(r[0] as u32);
+            }
+            let cookie = regpair(r[1], r[2]);
+            if let Some(ra) = v.rpc_args.remove(&cookie) {
+                self.pages.free(ra.page);
+                return r;
+            }
+            if v.bufs
+                .get(&cookie)
+                .is_some_and(|b| b.state == BufState::Live)
+            {
+                if let Some(b) = v.bufs.remove(&cookie) {
+                    release_buffer(mem, v, &b);
+                }
+                return r;
+            }
+            trap.fault = Some(Fault::UnknownCookie);
+            trap.internal_resumes += 1;
+            if trap.internal_resumes >= self.limits.max_internal_resumes {
+                return err_regs(abi::OPTEE_SMC_RETURN_EBUSY);
+            }
+        }
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Yielding calls.
+    // -------------------------------------------------------------------------------------
+
+    /// CALL_WITH_ARG, CALL_WITH_RPC_ARG and CALL_WITH_REGD_ARG. OP-TEE always gets the
+    /// shadow page by physical address: CALL_WITH_ARG, or CALL_WITH_RPC_ARG with the RPC
+    /// argument right after the argument in the same shadow page.
+    fn std_call<G: GuestMemory>(
+        &mut self,
+        vm: VmId,
+        v: &mut Vm,
+        mem: &mut G,
+        regs: &[u64; 8],
+        trap: &mut Trap,
+    ) -> [u64; 4] {
+        if v.calls.len() as u32 >= self.calls_per_vm() {
+            trap.fault = Some(Fault::ThreadLimit);
+            return err_regs(Fault::ThreadLimit.smc_code());
+        }
+        let fid = regs[0] as u32;
+        let inline_rpc = match fid {
+            abi::OPTEE_SMC_CALL_WITH_ARG => None,
+            _ => self.inline_rpc_size(),
+        };
+        let loc = match fid {
+            abi::OPTEE_SMC_CALL_WITH_REGD_ARG => {
+                regd_loc(v, regpair(regs[1], regs[2]), regs[3] & 0xffff_ffff)
+            }
+            _ => Ok(GuestLoc::Ipa(Ipa(regpair(regs[1], regs[2])))),
+        };
+        let arg = match loc.and_then(|loc| Ok((self.copy_in_arg(mem, &loc)?, loc))) {
+            Ok(a) => a,
+            Err(f) => {
+                trap.fault = Some(f);
+                return err_regs(f.smc_code());
+            }
+        };
+        let (arg, guest) = arg;
+        let Some(shadow) = self.pages.alloc() else {
+            trap.fault = Some(Fault::NoMemory);
+            return err_regs(abi::OPTEE_SMC_RETURN_ENOMEM);
+        };
+        let mut call = Call {
+            state: CallState::Running,
+            shadow,
+            guest,
+            inline_rpc,
+            arg,
+            temps: Vec::new(),
+            lists: Vec::new(),
+            register: None,
+            unregister: None,
+            resume: [0; 4],
+        };
+        let out = match self.translate_params(v, mem, &mut call, trap) {
+            Ok(out) => out,
+            Err(f) => {
+                // Report like OP-TEE reports a bad parameter: in the message, SMC OK.
+                trap.fault = Some(f);
+                let _ = call
+                    .guest
+                    .write(mem, abi::ARG_OFFSET_RET, &f.teec_code().to_le_bytes());
+                let _ = call.guest.write(
+                    mem,
+                    abi::ARG_OFFSET_RET_ORIGIN,
+                    &abi::TEEC_ORIGIN_COMMS.to_le_bytes(),
+                );
+                self.release_call_resources(mem, v, call);
+                return err_regs(abi::OPTEE_SMC_RETURN_OK);
+            }
+        };
+        self.pages.write(&call.shadow, 0, &out.to_bytes());
+        let fwd = match inline_rpc {
+            Some(_) => abi::OPTEE_SMC_CALL_WITH_RPC_ARG,
+            None => abi::OPTEE_SMC_CALL_WITH_ARG,
+        };
+        let (hi, lo) = split_regpair(call.shadow.phys().raw());
+        let id = alloc_call_id(v);
+        v.calls.insert(id, call);
+        let r = self.monitor.call([
+            u64::from(fwd),
+            hi,
+            lo,
+            OPTEE_SMC_SHM_CACHED,
+            0,
+            0,
+            0,
+            vm.client_id(),
+        ]);
+        self.after_optee(vm, v, mem, id, r, trap)
+    }
+
+    /// Copy the guest's argument (header, then exactly the params it announced) and check
+    /// its shape. Only the copy is used afterwards.
+    fn copy_in_arg<G: GuestMemory>(&self, mem: &G, loc: &GuestLoc) -> Result<MsgArg, Fault> {
+        let aligned = match loc {
+            GuestLoc::Ipa(ipa) => ipa.0.is_multiple_of(8),
+            GuestLoc::InBuffer { offset, .. } => offset.is_multiple_of(8),
+        };
+        if !aligned {
+            return Err(Fault::Unaligned);
+        }
+        let mut hb = [0u8; abi::MSG_ARG_HEADER_SIZE];
+        loc.read(mem, 0, &mut hb)?;
+        let header = MsgArgHeader::parse(&hb).map_err(|_| Fault::BadMessage)?;
+        if header.num_params > self.limits.max_params {
+            return Err(Fault::BadMessage);
+        }
+        match header.cmd {
+            abi::OPTEE_MSG_CMD_OPEN_SESSION
+            | abi::OPTEE_MSG_CMD_INVOKE_COMMAND
+            | abi::OPTEE_MSG_CMD_CLOSE_SESSION
+            | abi::OPTEE_MSG_CMD_CANCEL
+            | abi::OPTEE_MSG_CMD_REGISTER_SHM
+            | abi::OPTEE_MSG_CMD_UNREGISTER_SHM => {}
+            // DO_BOTTOM_HALF / STOP_ASYNC_NOTIF belong to the masked ASYNC_NOTIF capability.
+            _ => return Err(Fault::BadMessage),
+        }
+        let n = header.num_params as usize;
+        let mut bytes = alloc::vec![0u8; arg_size(n)];
+        bytes[..abi::MSG_ARG_HEADER_SIZE].copy_from_slice(&hb);
+        loc.read(
+            mem,
+            abi::MSG_ARG_HEADER_SIZE,
+            &mut bytes[abi::MSG_ARG_HEADER_SIZE..],
+        )?;
+        MsgArg::parse(&bytes).map_err(|_| Fault::BadMessage)
+    }
+
+    /// Validate every parameter of the copy and build what OP-TEE gets.
+    fn translate_params<G: GuestMemory>(
+        &mut self,
+        v: &mut Vm,
+        mem: &mut G,
+        call: &mut Call,
+        trap: &mut Trap,
+    ) -> Result<MsgArg, Fault> {
+        let arg = &call.arg;
+        let cmd = arg.header.cmd;
+        let mut out = MsgArg {
+            header: MsgArgHeader {
+                cmd,
+                func: arg.header.func,
+                session: arg.header.session,
+                cancel_id: arg.header.cancel_id,
+                ..Default::default()
+            },
+            params: Vec::with_capacity(arg.params.len()),
+        };
+        if matches!(
+            cmd,
+            abi::OPTEE_MSG_CMD_REGISTER_SHM | abi::OPTEE_MSG_CMD_UNREGISTER_SHM
+        ) && arg.params.len() != 1
+        {
+            return Err(Fault::BadParam);
+        }
+        for p in arg.params.clone() {
+            let kind = check_attr(&p)?;
+            let q = match (cmd, kind) {
+                (abi::OPTEE_MSG_CMD_REGISTER_SHM, ParamKind::Tmem { .. }) if p.is_noncontig() => {
+                    let cookie = p.u2;
+                    if v.bufs.contains_key(&cookie) {
+                        return Err(Fault::CookieInUse);
+                    }
+                    if v.bufs.len() as u32 >= self.limits.max_buffers_per_vm {
+                        return Err(Fault::Limit);
+                    }
+                    let t = self.pin(v, mem, trap, p.u0, p.u1, Access::Write)?;
+                    v.bufs.insert(
+                        cookie,
+                        Buffer {
+                            kind: BufKind::Registered,
+                            state: BufState::Registering,
+                            pinned: t.pinned,
+                        },
+                    );
+                    call.register = Some(cookie);
+                    call.lists.extend(t.list);
+                    MsgParam {
+                        attr: p.attr,
+                        u0: t.buf_ptr,
+                        u1: p.u1,
+                        u2: cookie,
+                    }
+                }
+                (abi::OPTEE_MSG_CMD_REGISTER_SHM, _) => return Err(Fault::BadParam),
+                (abi::OPTEE_MSG_CMD_UNREGISTER_SHM, ParamKind::Rmem { .. }) => {
+                    let cookie = p.u2;
+                    match v.bufs.get_mut(&cookie) {
+                        Some(b) if b.kind == BufKind::Registered && b.state == BufState::Live => {
+                            b.state = BufState::Unregistering;
+                        }
+                        _ => return Err(Fault::UnknownCookie),
+                    }
+                    call.unregister = Some(cookie);
+                    MsgParam {
+                        attr: p.attr,
+                        u0: 0,
+                        u1: 0,
+                        u2: cookie,
+                    }
+                }
+                (abi::OPTEE_MSG_CMD_UNREGISTER_SHM, _) => return Err(Fault::BadParam),
+                (_, ParamKind::None) => MsgParam {
+                    attr: p.attr,
+                    ..Default::default()
+                },
+                (_, ParamKind::Value { .. }) => p,
+                (_, ParamKind::Rmem { .. }) => {
+                    let buf = v.bufs.get(&p.u2).ok_or(Fault::UnknownCookie)?;
+                    if buf.state != BufState::Live {
+                        return Err(Fault::UnknownCookie);
+                    }
+                    let end = p.u0.checked_add(p.u1).ok_or(Fault::BadParam)?;
+                    if end > buf.pinned.size {
+                        return Err(Fault::BadParam);
+                    }
+                    p
+                }
+                (_, ParamKind::Tmem { output, .. }) => {
+                    if !p.is_noncontig() {
+                        // Only a NULL reference may be contiguous: guests have no static SHM.
+                        if p.u0 != 0 {
+                            return Err(Fault::BadParam);
+                        }
+                        MsgParam {
+                            attr: p.attr,
+                            u0: 0,
+                            u1: p.u1,
+                            u2: 0,
+                        }
+                    } else {
+                        let access = if output { Access::Write } else { Access::Read };
+                        let t = self.pin(v, mem, trap, p.u0, p.u1, access)?;
+                        call.temps.push(t.pinned);
+                        call.lists.extend(t.list);
+                        MsgParam {
+                            attr: p.attr,
+                            u0: t.buf_ptr,
+                            u1: p.u1,
+                            u2: p.u2,
+                        }
+                    }
+                }
+            };
+            out.params.push(q);
+        }
+        Ok(out)
+    }
+
+    fn pin<G: GuestMemory>(
+        &mut self,
+        v: &mut Vm,
+        mem: &mut G,
+        trap: &mut Trap,
+        buf_ptr: u64,
+        size: u64,
+        access: Access,
+    ) -> Result<crate::shm::Translated, Fault> {
+        let room = Room {
+            pin_room: self.limits.max_pinned_pages_per_vm.saturating_sub(v.pinned),
+            max_pages_per_buffer: self.limits.max_pages_per_buffer,
+        };
+        let t = pin_noncontig(
+            mem,
+            &mut self.pages,
+            &room,
+            &mut trap.budget,
+            buf_ptr,
+            size,
+            access,
+        )?;
+        v.pinned += t.pinned.ipas.len() as u32;
+        Ok(t)
+    }
+
+    /// Give back everything a call holds (not its registered buffer once committed).
+    fn release_call_resources<G: GuestMemory>(&mut self, mem: &mut G, v: &mut Vm, call: Call) {
+        for t in &call.temps {
+            unpin_all(mem, t);
+            v.pinned -= t.ipas.len() as u32;
+        }
+        free_pages(&mut self.pages, call.lists);
+        if let Some(c) = call.register {
+            if let Some(b) = v.bufs.remove(&c) {
+                release_buffer(mem, v, &b);
+            }
+        }
+        if let Some(c) = call.unregister {
+            if let Some(b) = v.bufs.get_mut(&c) {
+                b.state = BufState::Live;
+            }
+        }
+        self.pages.free(call.shadow);
+    }
+
+    /// OP-TEE returned from a call or a resume: finish the call or park it on an RPC.
+    fn after_optee<G: GuestMemory>(
+        &mut self,
+        vm: VmId,
+        v: &mut Vm,
+        mem: &mut G,
+        id: u32,
+        mut r: [u64; 8],
+        trap: &mut Trap,
+    ) -> [u64; 4] {
+        let client = vm.client_id();
+        loop {
+            let a0 = r[0] as u32;
+            if !abi::is_rpc(a0) {
+                return self.complete(v, mem, id, a0);
+            }
+            let Some(call) = v.calls.get_mut(&id) else {
+                return err_regs(abi::OPTEE_SMC_RETURN_ERESUME);
+            };
+            call.resume = [r[3], r[4], r[5], r[6]];
+            let id64 = u64::from(id);
+            // Either park the call and return the RPC to the guest, or answer OP-TEE here.
+            let answer: [u64; 4] = match a0 & !abi::OPTEE_SMC_RETURN_RPC_PREFIX_MASK {
+                abi::OPTEE_SMC_RPC_FUNC_ALLOC => {
+                    let size = r[1] & 0xffff_ffff;
+                    if size < abi::MSG_ARG_HEADER_SIZE as u64 || size > abi::NONCONTIG_PAGE_SIZE {
+                        // Unservable size: refuse without bothering the guest.
+                        [0, 0, call.resume[1], call.resume[2]]
+                    } else {
+                        call.state = CallState::Waiting(Wait::Alloc { size });
+                        return ok_regs(a0, size, 0, id64);
+                    }
+                }
+                abi::OPTEE_SMC_RPC_FUNC_FREE => {
+                    let cookie = regpair(r[1], r[2]);
+                    if let Some(ra) = v.rpc_args.remove(&cookie) {
+                        self.pages.free(ra.page);
+                    }
+                    call.state = CallState::Waiting(Wait::Free);
+                    let (hi, lo) = split_regpair(cookie);
+                    return ok_regs(a0, hi, lo, id64);
+                }
+                abi::OPTEE_SMC_RPC_FUNC_FOREIGN_INTR => {
+                    call.state = CallState::Waiting(Wait::ForeignIntr);
+                    return ok_regs(a0, 0, 0, id64);
+                }
+                abi::OPTEE_SMC_RPC_FUNC_CMD => {
+                    let cookie = regpair(r[1], r[2]);
+                    match self.rpc_cmd_to_guest(v, mem, id, cookie) {
+                        Ok(rpc) => {
+                            if let Some(call) = v.calls.get_mut(&id) {
+                                call.state = CallState::Waiting(Wait::Cmd { cookie, rpc });
+                            }
+                            let (hi, lo) = split_regpair(cookie);
+                            return ok_regs(a0, hi, lo, id64);
+                        }
+                        Err(()) => {
+                            // Could not hand it to the guest: OP-TEE sees the command fail.
+                            self.fail_rpc_cmd(v, id, cookie, abi::TEEC_ERROR_GENERIC);
+                            let resume = v.calls.get(&id).map(|c| c.resume).unwrap_or_default();
+                            [0, 0, resume[1], resume[2]]
+                        }
+                    }
+                }
+                _ => [0, 0, call.resume[1], call.resume[2]],
+            };
+            // Answer OP-TEE ourselves, within the trap's budget.
+            trap.internal_resumes += 1;
+            if trap.internal_resumes > self.limits.max_internal_resumes {
+                if let Some(call) = v.calls.get_mut(&id) {
+                    call.state = CallState::Waiting(Wait::Pending {
+                        a1: answer[0],
+                        a2: answer[1],
+                        a4: answer[2],
+                        a5: answer[3],
+                    });
+                }
+                return ok_regs(
+                    abi::rpc_val(abi::OPTEE_SMC_RPC_FUNC_FOREIGN_INTR),
+                    0,
+                    0,
+                    id64,
+                );
+            }
+            let resume = v.calls.get(&id).map(|c| c.resume).unwrap_or_default();
+            r = self.forward_resume(client, &resume, answer);
+        }
+    }
+
+    /// RETURN_FROM_RPC to OP-TEE: a1/a2/a4/a5 from `answer`, a3/a6 replayed from OP-TEE's
+    /// own resume registers, a7 the client id. Nothing comes from guest registers.
+    fn forward_resume(&mut self, client: u64, resume: &[u64; 4], answer: [u64; 4]) -> [u64; 8] {
+        self.monitor.call([
+            u64::from(abi::OPTEE_SMC_RETURN_FROM_RPC),
+            answer[0],
+            answer[1],
+            resume[0],
+            answer[2],
+            answer[3],
+            resume[3],
+            client,
+        ])
+    }
+
+    /// OP-TEE asked for an RPC command: read its request from the shadow, act on what
+    /// concerns the mediator (SHM_FREE), and copy the request to the guest's buffer.
+    fn rpc_cmd_to_guest<G: GuestMemory>(
+        &mut self,
+        v: &mut Vm,
+        mem: &mut G,
+        id: u32,
+        cookie: u64,
+    ) -> Result<MsgArg, ()> {
+        let (page, off, size, guest, goff) = rpc_slot(v, id, cookie).ok_or(())?;
+        let mut bytes = alloc::vec![0u8; size];
+        self.pages.read(page, off, &mut bytes);
+        let header = MsgArgHeader::parse(&bytes).map_err(|_| ())?;
+        let n = header.num_params as usize;
+        if header.num_params > self.limits.max_params || arg_size(n) > size {
+            return Err(());
+        }
+        let rpc = MsgArg::parse(&bytes[..arg_size(n)]).map_err(|_| ())?;
+        guest
+            .write(mem, goff, &bytes[..arg_size(n)])
+            .map_err(|_| ())?;
+        if rpc.header.cmd == abi::OPTEE_RPC_CMD_SHM_FREE {
+            // OP-TEE dropped its reference before asking: release our pins now.
+            if let Some(p) = rpc.params.first() {
+                let c = p.u1;
+                if v.bufs.get(&c).is_some_and(|b| b.kind == BufKind::RpcAlloc) {
+                    if let Some(b) = v.bufs.remove(&c) {
+                        release_buffer(mem, v, &b);
+                    }
+                }
+            }
+        }
+        Ok(rpc)
+    }
+
+    fn complete<G: GuestMemory>(&mut self, v: &mut Vm, mem: &mut G, id: u32, a0: u32) -> [u64; 4] {
+        let Some(mut call) = v.calls.remove(&id) else {
+            return err_regs(a0);
+        };
+        let n = call.arg.params.len();
+        let mut bytes = alloc::vec![0u8; arg_size(n)];
+        self.pages.read(&call.shadow, 0, &mut bytes);
+        let result = MsgArg::parse(&bytes).ok();
+        let success = a0 == abi::OPTEE_SMC_RETURN_OK;
+        let accepted = success
+            && result
+                .as_ref()
+                .is_some_and(|r| r.header.ret == abi::TEEC_SUCCESS);
+        if accepted {
+            if let Some(c) = call.register.take() {
+                if let Some(b) = v.bufs.get_mut(&c) {
+                    b.state = BufState::Live;
+                }
+            }
+            if let Some(c) = call.unregister.take() {
+                if let Some(b) = v.bufs.remove(&c) {
+                    release_buffer(mem, v, &b);
+                }
+            }
+        }
+        if let (true, Some(res)) = (success, result) {
+            copy_back(mem, &call, &res);
+        }
+        self.release_call_resources(mem, v, call);
+        err_regs(a0)
+    }
+
+    // -------------------------------------------------------------------------------------
+    // RPC answers from the guest.
+    // -------------------------------------------------------------------------------------
+
+    fn resume<G: GuestMemory>(
+        &mut self,
+        vm: VmId,
+        v: &mut Vm,
+        mem: &mut G,
+        regs: &[u64; 8],
+        trap: &mut Trap,
+    ) -> [u64; 4] {
+        // The handle is the a3 we gave the guest; it can only name this VM's calls.
+        let id = regs[3] as u32;
+        let waiting = v.calls.get_mut(&id).and_then(|call| {
+            match core::mem::replace(&mut call.state, CallState::Running) {
+                CallState::Waiting(w) => Some(w),
+                CallState::Running => None,
+            }
+        });
+        let Some(wait) = waiting else {
+            trap.fault = Some(Fault::BadResume);
+            return err_regs(Fault::BadResume.smc_code());
+        };
+        let resume = v.calls.get(&id).map(|c| c.resume).unwrap_or_default();
+        let preserved = [0, 0, resume[1], resume[2]];
+        let answer = match wait {
+            Wait::Alloc { size } => self.rpc_alloc(v, mem, regs, size, trap),
+            Wait::Free | Wait::ForeignIntr => preserved,
+            Wait::Pending { a1, a2, a4, a5 } => [a1, a2, a4, a5],
+            Wait::Cmd { cookie, rpc } => {
+                self.rpc_cmd_from_guest(v, mem, id, cookie, &rpc, trap);
+                preserved
+            }
+        };
+        let r = self.forward_resume(vm.client_id(), &resume, answer);
+        self.after_optee(vm, v, mem, id, r, trap)
+    }
+
+    /// The guest answered RPC_FUNC_ALLOC with a buffer (a1/a2) and cookie (a4/a5). OP-TEE
+    /// gets a hypervisor page instead; the guest's buffer only ever receives copies.
+    fn rpc_alloc<G: GuestMemory>(
+        &mut self,
+        v: &mut Vm,
+        mem: &mut G,
+        regs: &[u64; 8],
+        size: u64,
+        trap: &mut Trap,
+    ) -> [u64; 4] {
+        let ipa = regpair(regs[1], regs[2]);
+        let cookie = regpair(regs[4], regs[5]);
+        if ipa == 0 {
+            // The guest could not allocate: OP-TEE sees the failure.
+            return [0; 4];
+        }
+        match self.try_rpc_alloc(v, mem, ipa, cookie, size) {
+            Ok(pa) => {
+                let (hi, lo) = split_regpair(pa);
+                let (chi, clo) = split_regpair(cookie);
+                [hi, lo, chi, clo]
+            }
+            Err(f) => {
+                trap.fault = Some(f);
+                [0; 4]
+            }
+        }
+    }
+
+    fn try_rpc_alloc<G: GuestMemory>(
+        &mut self,
+        v: &mut Vm,
+        mem: &mut G,
+        ipa: u64,
+        cookie: u64,
+        size: u64,
+    ) -> Result<u64, Fault> {
+        if !ipa.is_multiple_of(abi::NONCONTIG_PAGE_SIZE) {
+            return Err(Fault::Unaligned);
+        }
+        if v.rpc_args.contains_key(&cookie) {
+            return Err(Fault::CookieInUse);
+        }
+        if v.rpc_args.len() as u32 >= self.limits.max_rpc_args_per_vm {
+            return Err(Fault::Limit);
+        }
+        // The buffer must be the VM's RAM: requests are copied into it, answers out of it.
+        let mut probe = alloc::vec![0u8; size as usize];
+        mem.read(Ipa(ipa), &mut probe)
+            .map_err(|_| Fault::BadAddress)?;
+        let page = self.pages.alloc().ok_or(Fault::NoMemory)?;
+        let pa = page.phys().raw();
+        v.rpc_args.insert(
+            cookie,
+            RpcArg {
+                ipa: Ipa(ipa),
+                size: size as usize,
+                page,
+            },
+        );
+        Ok(pa)
+    }
+
+    /// The guest answered an RPC command: build OP-TEE's answer in the shadow from what
+    /// OP-TEE asked, taking from the guest only what the protocol lets it set.
+    fn rpc_cmd_from_guest<G: GuestMemory>(
+        &mut self,
+        v: &mut Vm,
+        mem: &mut G,
+        id: u32,
+        cookie: u64,
+        rpc: &MsgArg,
+        trap: &mut Trap,
+    ) {
+        let Some((_, _, _, loc, goff)) = rpc_slot(v, id, cookie) else {
+            return;
+        };
+        let n = rpc.params.len();
+        let mut bytes = alloc::vec![0u8; arg_size(n)];
+        let guest = loc
+            .read(mem, goff, &mut bytes)
+            .ok()
+            .and_then(|_| MsgArg::parse_n(&bytes, n).ok());
+        let mut resp = rpc.clone();
+        match guest {
+            None => {
+                trap.fault = Some(Fault::BadAddress);
+                resp.header.ret = abi::TEEC_ERROR_GENERIC;
+            }
+            Some(g) => {
+                resp.header.ret = g.header.ret;
+                resp.header.ret_origin = g.header.ret_origin;
+                if rpc.header.cmd == abi::OPTEE_RPC_CMD_SHM_ALLOC {
+                    if g.header.ret == abi::TEEC_SUCCESS {
+                        match self.rpc_shm_alloc(v, mem, id, rpc, &g, trap) {
+                            Ok(p) => resp.params[0] = p,
+                            Err(f) => {
+                                trap.fault = Some(f);
+                                resp.header.ret = f.teec_code();
+                                if let Some(p) = resp.params.first_mut() {
+                                    *p = MsgParam {
+                                        attr: abi::OPTEE_MSG_ATTR_TYPE_TMEM_OUTPUT,
+                                        ..Default::default()
+                                    };
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    for (sent, got) in resp.params.iter_mut().zip(g.params.iter()) {
+                        match sent.kind() {
+                            Some(ParamKind::Value { output: true }) => {
+                                sent.u0 = got.u0;
+                                sent.u1 = got.u1;
+                                sent.u2 = got.u2;
+                            }
+                            Some(
+                                ParamKind::Rmem { output: true, .. }
+                                | ParamKind::Tmem { output: true, .. },
+                            ) => {
+                                sent.u1 = got.u1;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        if let Some((page, off, _, _, _)) = rpc_slot(v, id, cookie) {
+            self.pages.write(page, off, &resp.to_bytes());
+        }
+    }
+
+    /// OPTEE_RPC_CMD_SHM_ALLOC answered: the guest's param 0 must be a NONCONTIG TMEM
+    /// output at least as large as requested, with a fresh cookie.
+    fn rpc_shm_alloc<G: GuestMemory>(
+        &mut self,
+        v: &mut Vm,
+        mem: &mut G,
+        id: u32,
+        rpc: &MsgArg,
+        g: &MsgArg,
+        trap: &mut Trap,
+    ) -> Result<MsgParam, Fault> {
+        let want = rpc.params.first().map(|p| p.u1).ok_or(Fault::BadParam)?;
+        let p = *g.params.first().ok_or(Fault::BadParam)?;
+        if p.attr != abi::OPTEE_MSG_ATTR_TYPE_TMEM_OUTPUT | abi::OPTEE_MSG_ATTR_NONCONTIG
+            || p.u1 < want
+        {
+            return Err(Fault::BadParam);
+        }
+        let cookie = p.u2;
+        if v.bufs.contains_key(&cookie) {
+            return Err(Fault::CookieInUse);
+        }
+        if v.bufs.len() as u32 >= self.limits.max_buffers_per_vm {
+            return Err(Fault::Limit);
+        }
+        let t = self.pin(v, mem, trap, p.u0, p.u1, Access::Write)?;
+        v.bufs.insert(
+            cookie,
+            Buffer {
+                kind: BufKind::RpcAlloc,
+                state: BufState::Live,
+                pinned: t.pinned,
+            },
+        );
+        match v.calls.get_mut(&id) {
+            Some(c) => c.lists.extend(t.list),
+            None => free_pages(&mut self.pages, t.list),
+        }
+        Ok(MsgParam {
+            attr: p.attr,
+            u0: t.buf_ptr,
+            u1: p.u1,
+            u2: cookie,
+        })
+    }
+}
+
+/// Where call `id`'s RPC argument is: (shadow page, offset in it, size, guest location,
+/// offset there). Inline after the argument for CALL_WITH_RPC_ARG/REGD_ARG calls, else the
+/// RPC_FUNC_ALLOC buffer named by `cookie`.
+fn rpc_slot(v: &Vm, id: u32, cookie: u64) -> Option<(&HvPage, usize, usize, GuestLoc, usize)> {
+    let call = v.calls.get(&id)?;
+    match call.inline_rpc {
+        Some(size) => {
+            let off = arg_size(call.arg.params.len());
+            Some((&call.shadow, off, size, call.guest.clone(), off))
+        }
+        None => {
+            let ra = v.rpc_args.get(&cookie)?;
+            Some((&ra.page, 0, ra.size, GuestLoc::Ipa(ra.ipa), 0))
+        }
+    }
+}
+
+/// CALL_WITH_REGD_ARG: the argument is at `offs` in this VM's live buffer `cookie`.
+fn regd_loc(v: &Vm, cookie: u64, offs: u64) -> Result<GuestLoc, Fault> {
+    let b = v
+        .bufs
+        .get(&cookie)
+        .filter(|b| b.state == BufState::Live)
+        .ok_or(Fault::BadAddress)?;
+    if offs >= b.pinned.size {
+        return Err(Fault::BadAddress);
+    }
+    let pos = b.pinned.offset + offs;
+    let first = (pos / abi::NONCONTIG_PAGE_SIZE) as usize;
+    // An argument plus its RPC argument fit one page, so they span at most two.
+    let pages = b.pinned.ipas.iter().skip(first).take(2).copied().collect();
+    Ok(GuestLoc::InBuffer {
+        pages,
+        offset: pos % abi::NONCONTIG_PAGE_SIZE,
+        limit: b.pinned.size - offs,
+    })
+}
+
+/// Allocate a call handle not in use (handles are per VM and only name this VM's calls).
+fn alloc_call_id(v: &mut Vm) -> u32 {
+    loop {
+        let id = v.next_call;
+        v.next_call = v.next_call.wrapping_add(1);
+        if !v.calls.contains_key(&id) {
+            return id;
+        }
+    }
+}
+
+fn release_buffer<G: GuestMemory>(mem: &mut G, v: &mut Vm, b: &Buffer) {
+    unpin_all(mem, &b.pinned);
+    v.pinned -= b.pinned.ipas.len() as u32;
+}
+
+/// Check the attribute word of a guest parameter: a known type, META only on values,
+/// NONCONTIG only on TMEM, no other bit (cache attributes must be PREDEFINED).
+fn check_attr(p: &MsgParam) -> Result<ParamKind, Fault> {
+    let kind = p.kind().ok_or(Fault::BadParam)?;
+    let known =
+        abi::OPTEE_MSG_ATTR_TYPE_MASK | abi::OPTEE_MSG_ATTR_META | abi::OPTEE_MSG_ATTR_NONCONTIG;
+    if p.attr & !known != 0 {
+        return Err(Fault::BadParam);
+    }
+    if p.attr & abi::OPTEE_MSG_ATTR_META != 0 && !matches!(kind, ParamKind::Value { .. }) {
+        return Err(Fault::BadParam);
+    }
+    if p.is_noncontig() && !matches!(kind, ParamKind::Tmem { .. }) {
+        return Err(Fault::BadParam);
+    }
+    Ok(kind)
+}
+
+/// Copy back to the guest only what OP-TEE may change: ret, ret_origin, the session of
+/// OPEN_SESSION, value outputs and memref output sizes, by the types of the validated copy.
+fn copy_back<G: GuestMemory>(mem: &mut G, call: &Call, res: &MsgArg) {
+    let mut put = |off: usize, data: &[u8]| {
+        let _ = call.guest.write(mem, off, data);
+    };
+    put(abi::ARG_OFFSET_RET, &res.header.ret.to_le_bytes());
+    put(
+        abi::ARG_OFFSET_RET_ORIGIN,
+        &res.header.ret_origin.to_le_bytes(),
+    );
+    if call.arg.header.cmd == abi::OPTEE_MSG_CMD_OPEN_SESSION {
+        put(abi::ARG_OFFSET_SESSION, &res.header.session.to_le_bytes());
+    }
+    for (i, (sent, got)) in call.arg.params.iter().zip(res.params.iter()).enumerate() {
+        match sent.kind() {
+            Some(ParamKind::Value { output: true }) => {
+                let mut b = [0u8; 24];
+                abi::write_u64(&mut b, 0, got.u0);
+                abi::write_u64(&mut b, 8, got.u1);
+                abi::write_u64(&mut b, 16, got.u2);
+                put(param_offset(i) + 8, &b);
+            }
+            Some(ParamKind::Rmem { output: true, .. } | ParamKind::Tmem { output: true, .. }) => {
+                put(param_offset(i) + 16, &got.u1.to_le_bytes());
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Ports: the only ways the mediator touches the world.
+//!
+//! The effect crate `hv` implements these with a real `smc`, the VM's stage-2 tables and
+//! the hypervisor's frame allocator; the tests implement them with a scripted fake OP-TEE
+//! and a fake guest memory that maps IPAs to scattered frames.
+//!
+//! ```text
+//!   guest ──SMC trap──▶ hv ──handle_smc()──▶ Mediator ──SecureMonitor::call──▶ OP-TEE
+//!                                              │  ▲
+//!                          GuestMemory (per VM)│  │HvPages (shadow args, page lists)
+//!                                              ▼  │
+//!                                  guest RAM (IPA)   hypervisor-owned frames (PA)
+//! ```
+
+use core::fmt;
+
+/// A host physical address: what OP-TEE is given.
+///
+/// Same representation and naming as `hv_core::addr::PhysAddr`; the hypervisor converts at
+/// the port boundary (`mediator::PhysAddr(pa.raw())`). Kept local so the mediator is a leaf
+/// crate with no dependencies that builds, lints and fuzzes on its own.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct PhysAddr(pub u64);
+
+/// A guest intermediate physical address: what a guest hands in. Same representation as
+/// `hv_core::addr::Ipa`; never converted to a `PhysAddr` except by `GuestMemory::pin`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct Ipa(pub u64);
+
+/// Page size of every page the mediator handles (OP-TEE's page lists are 4 KiB-based).
+pub const PAGE_SIZE: u64 = 4096;
+
+/// A VM, numbered like Xen's domid. OP-TEE sees it as client id `domid + 1`
+/// (client id 0 is the hypervisor itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VmId(pub u16);
+
+impl VmId {
+    /// The OP-TEE client id carried in a7 for this VM.
+    pub const fn client_id(self) -> u64 {
+        self.0 as u64 + 1
+    }
+}
+
+/// The client id the hypervisor itself uses (VM_CREATED, VM_DESTROYED, probing).
+pub const HYPERVISOR_CLIENT_ID: u64 = 0;
+
+/// What OP-TEE will do with a guest page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// OP-TEE only reads it.
+    Read,
+    /// OP-TEE writes it (and may read it).
+    Write,
+}
+
+/// Why a guest-memory operation failed. Always the guest's doing (or a racing unmap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemFault {
+    /// The IPA is not mapped to the VM's RAM (MMIO, hole, outside RAM).
+    NotRam,
+    /// Mapped, but without the permission the access needs.
+    Permission,
+    /// The page cannot be pinned (pin count limit of the effect layer).
+    PinFailed,
+}
+
+/// Issue an SMC to the secure monitor: `regs` are x0..x7, the result is x0..x7.
+pub trait SecureMonitor {
+    /// `smc #0` with a0..a7; returns a0..a7.
+    fn call(&mut self, regs: [u64; 8]) -> [u64; 8];
+}
+
+/// One VM's memory, seen from the hypervisor.
+///
+/// `read`/`write` copy between guest RAM and hypervisor buffers and may span pages; they
+/// fail rather than touch anything that is not the VM's RAM. `pin` translates *and* pins in
+/// one step (no window between the check and the pin) and returns the frame; a pinned
+/// page stays mapped at the same frame until the matching `unpin`. Pins nest.
+pub trait GuestMemory {
+    /// Copy `buf.len()` bytes from guest `ipa` into `buf`.
+    fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), MemFault>;
+    /// Copy `buf` into guest memory at `ipa`.
+    fn write(&mut self, ipa: Ipa, buf: &[u8]) -> Result<(), MemFault>;
+    /// Translate the page at `ipa` (page aligned) with `access` and pin it.
+    fn pin(&mut self, ipa: Ipa, access: Access) -> Result<PhysAddr, MemFault>;
+    /// Drop one pin taken by `pin` on the page at `ipa`.
+    fn unpin(&mut self, ipa: Ipa);
+}
+
+/// A hypervisor-owned 4 KiB page the mediator handed (or will hand) to OP-TEE. Not `Clone`:
+/// the only way to give it back is `HvPages::free`, which consumes it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HvPage {
+    phys: PhysAddr,
+}
+
+impl HvPage {
+    /// Wrap a page the allocator owns. Only `HvPages` implementations call this.
+    pub const fn new(phys: PhysAddr) -> Self {
+        Self { phys }
+    }
+    /// The page's physical address, as given to OP-TEE.
+    pub const fn phys(&self) -> PhysAddr {
+        self.phys
+    }
+}
+
+/// Hypervisor-owned pages in non-secure RAM (shadow arguments, rebuilt page lists).
+pub trait HvPages {
+    /// A zeroed page, or `None` when the pool is empty.
+    fn alloc(&mut self) -> Option<HvPage>;
+    /// Copy `data` into `page` at byte `offset` (`offset + data.len() <= 4096`).
+    fn write(&mut self, page: &HvPage, offset: usize, data: &[u8]);
+    /// Copy from `page` at byte `offset` into `buf`.
+    fn read(&self, page: &HvPage, offset: usize, buf: &mut [u8]);
+    /// Return the page to the pool.
+    fn free(&mut self, page: HvPage);
+}
+
+// ---------------------------------------------------------------------------------------
+// Code.
+// ---------------------------------------------------------------------------------------
+
+macro_rules! addr_impl {
+    ($name:ident, $prefix:literal) => {
+        impl $name {
+            /// The raw value.
+            pub const fn raw(self) -> u64 {
+                self.0
+            }
+            /// Is the address 4 KiB aligned?
+            pub const fn is_page_aligned(self) -> bool {
+                self.0 % PAGE_SIZE == 0
+            }
+            /// `self + off`, or `None` on overflow.
+            pub const fn checked_add(self, off: u64) -> Option<Self> {
+                match self.0.checked_add(off) {
+                    Some(v) => Some(Self(v)),
+                    None => None,
+                }
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!($prefix, ":{:#x}"), self.0)
+            }
+        }
+    };
+}
+addr_impl!(PhysAddr, "pa");
+addr_impl!(Ipa, "ipa");

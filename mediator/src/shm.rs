@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Guest page lists: copy, validate, translate, pin, and rebuild them for OP-TEE.
+//!
+//! A NONCONTIG memory reference points at a chain of 4 KiB list pages in guest memory.
+//! Each holds 511 page addresses and, in its last word, the address of the next list page;
+//! the low 12 bits of `buf_ptr` are the offset of the data in the first page.
+//!
+//! ```text
+//!  guest (IPAs, untrusted)                 hypervisor (PAs, what OP-TEE sees)
+//!  buf_ptr = list_ipa | off                buf_ptr = list_pa | off
+//!  ┌────────────────────┐                  ┌────────────────────┐
+//!  │ ipa0 .. ipa510     │ ──pin each──▶    │ pa0 .. pa510       │
+//!  │ next = list2_ipa ──┼─┐                │ next = list2_pa ───┼─┐
+//!  └────────────────────┘ │                └────────────────────┘ │
+//!                         ▼                                         ▼
+//! ```
+//!
+//! Every list page is copied into a hypervisor buffer before it is looked at, so a sibling
+//! vCPU rewriting it has no effect; every entry is checked and pinned; the list OP-TEE sees
+//! is rebuilt in hypervisor pages and holds only translated addresses.
+
+use alloc::vec::Vec;
+
+use crate::abi::{read_u64, write_u64, NONCONTIG_PAGE_SIZE, PAGELIST_ENTRIES_PER_PAGE};
+use crate::error::Fault;
+use crate::ports::{Access, GuestMemory, HvPage, HvPages, Ipa, MemFault};
+
+/// Guest pages pinned for one buffer.
+#[derive(Debug, Default)]
+pub(crate) struct Pinned {
+    /// Pinned pages, in buffer order (each pinned exactly once by this buffer).
+    pub ipas: Vec<Ipa>,
+    /// Buffer size in bytes.
+    pub size: u64,
+    /// Offset of the buffer's first byte in its first page.
+    pub offset: u64,
+}
+
+/// A translated buffer: its pins plus the hypervisor-built list OP-TEE reads.
+#[derive(Debug)]
+pub(crate) struct Translated {
+    /// The pins.
+    pub pinned: Pinned,
+    /// Rebuilt list pages (first one is what `buf_ptr` names).
+    pub list: Vec<HvPage>,
+    /// `buf_ptr` for OP-TEE: first list page's PA | offset.
+    pub buf_ptr: u64,
+}
+
+/// Work charged to one trap.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    /// Pages that may still be translated in this trap.
+    pub pages_left: u32,
+    /// Pages translated so far (for the trace).
+    pub translated: u32,
+}
+
+/// Per-VM room: how many more pages this VM may pin, and the per-buffer cap.
+pub(crate) struct Room {
+    /// `max_pinned_pages_per_vm - pinned`.
+    pub pin_room: u32,
+    /// `Limits::max_pages_per_buffer`.
+    pub max_pages_per_buffer: u32,
+}
+
+// ---------------------------------------------------------------------------------------
+// Code.
+// ---------------------------------------------------------------------------------------
+
+fn mem_fault(f: MemFault) -> Fault {
+    match f {
+        MemFault::NotRam | MemFault::Permission => Fault::BadAddress,
+        MemFault::PinFailed => Fault::Limit,
+    }
+}
+
+/// Drop the pins of `pinned`.
+pub(crate) fn unpin_all<G: GuestMemory>(mem: &mut G, pinned: &Pinned) {
+    for ipa in &pinned.ipas {
+        mem.unpin(*ipa);
+    }
+}
+
+/// Free hypervisor pages.
+pub(crate) fn free_pages<P: HvPages>(pages: &mut P, list: Vec<HvPage>) {
+    for p in list {
+        pages.free(p);
+    }
+}
+
+/// Number of data pages a `[offset, offset + size)` buffer spans, or `None` if it wraps.
+pub(crate) fn pages_spanned(offset: u64, size: u64) -> Option<u64> {
+    let end = offset.checked_add(size)?;
+    Some(end.div_ceil(NONCONTIG_PAGE_SIZE))
+}
+
+/// Translate and pin the guest page list at `buf_ptr` describing `size` bytes, and
+/// rebuild it in hypervisor pages. On error nothing stays pinned or allocated.
+pub(crate) fn pin_noncontig<G: GuestMemory, P: HvPages>(
+    mem: &mut G,
+    pages: &mut P,
+    room: &Room,
+    budget: &mut Budget,
+    buf_ptr: u64,
+    size: u64,
+    access: Access,
+) -> Result<Translated, Fault> {
+    if size == 0 {
+        return Err(Fault::BadParam);
+    }
+    let offset = buf_ptr % NONCONTIG_PAGE_SIZE;
+    let n = pages_spanned(offset, size).ok_or(Fault::BadParam)?;
+    if n > u64::from(room.max_pages_per_buffer) || n > u64::from(room.pin_room) {
+        return Err(Fault::Limit);
+    }
+    let n = n as usize;
+    let list_pages = n.div_ceil(PAGELIST_ENTRIES_PER_PAGE);
+    // Charge data pages and list pages up front: a too-large request does no work at all.
+    let cost = (n + list_pages) as u32;
+    if cost > budget.pages_left {
+        return Err(Fault::Limit);
+    }
+    budget.pages_left -= cost;
+
+    let mut pinned = Pinned {
+        ipas: Vec::with_capacity(n),
+        size,
+        offset,
+    };
+    let mut pas: Vec<u64> = Vec::with_capacity(n);
+    let result = walk(mem, buf_ptr - offset, n, access, &mut pinned, &mut pas);
+    budget.translated += pinned.ipas.len() as u32;
+    if let Err(f) = result {
+        unpin_all(mem, &pinned);
+        return Err(f);
+    }
+
+    // Rebuild the list in hypervisor pages: allocate all, then link and fill.
+    let mut list: Vec<HvPage> = Vec::with_capacity(list_pages);
+    for _ in 0..list_pages {
+        match pages.alloc() {
+            Some(p) => list.push(p),
+            None => {
+                free_pages(pages, list);
+                unpin_all(mem, &pinned);
+                return Err(Fault::NoMemory);
+            }
+        }
+    }
+    let mut buf = alloc::vec![0u8; NONCONTIG_PAGE_SIZE as usize];
+    for (i, chunk) in pas.chunks(PAGELIST_ENTRIES_PER_PAGE).enumerate() {
+        buf.fill(0);
+        for (j, pa) in chunk.iter().enumerate() {
+            write_u64(&mut buf, j * 8, *pa);
+        }
+        let next = list.get(i + 1).map_or(0, |p| p.phys().raw());
+        write_u64(&mut buf, PAGELIST_ENTRIES_PER_PAGE * 8, next);
+        pages.write(&list[i], 0, &buf);
+    }
+    let buf_ptr = list[0].phys().raw() | offset;
+    Ok(Translated {
+        pinned,
+        list,
+        buf_ptr,
+    })
+}
+
+/// Copy each guest list page, then pin its entries. Pins go into `pinned` as they are
+/// taken, so the caller can undo a partial walk.
+fn walk<G: GuestMemory>(
+    mem: &mut G,
+    first_list: u64,
+    n: usize,
+    access: Access,
+    pinned: &mut Pinned,
+    pas: &mut Vec<u64>,
+) -> Result<(), Fault> {
+    let mut copy = alloc::vec![0u8; NONCONTIG_PAGE_SIZE as usize];
+    let mut list_ipa = first_list;
+    let mut left = n;
+    while left > 0 {
+        if !list_ipa.is_multiple_of(NONCONTIG_PAGE_SIZE) {
+            return Err(Fault::Unaligned);
+        }
+        mem.read(Ipa(list_ipa), &mut copy).map_err(mem_fault)?;
+        let here = left.min(PAGELIST_ENTRIES_PER_PAGE);
+        for j in 0..here {
+            let ipa = read_u64(&copy, j * 8);
+            if !ipa.is_multiple_of(NONCONTIG_PAGE_SIZE) {
+                return Err(Fault::Unaligned);
+            }
+            let pa = mem.pin(Ipa(ipa), access).map_err(mem_fault)?;
+            pinned.ipas.push(Ipa(ipa));
+            pas.push(pa.raw());
+        }
+        left -= here;
+        list_ipa = read_u64(&copy, PAGELIST_ENTRIES_PER_PAGE * 8);
+    }
+    Ok(())
+}
