@@ -101,14 +101,16 @@ impl Trace for Tracer {
     fn smc(&mut self, r: &SmcRecord) {
         if TRACE_SMC.load(Ordering::Relaxed) {
             log::info!(
-                "smc: d{} fn {:#010x} args {:x?} pages {} -> {:#x}{}",
+                "smc: d{} {} ({:#010x}) a1..a6 {:x?}, {} pages translated -> {} ({:#x}){}",
                 r.vm.0,
+                mediator::abi::function_name(r.func),
                 r.func,
                 r.args,
                 r.pages_translated,
+                mediator::abi::return_name(r.func, r.ret),
                 r.ret,
                 match r.fault {
-                    Some(f) => alloc::format!(" ({f:?})"),
+                    Some(f) => alloc::format!(", guest fault: {f:?}"),
                     None => alloc::string::String::new(),
                 }
             );

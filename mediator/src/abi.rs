@@ -552,9 +552,89 @@ impl MsgArg {
     }
 }
 
+/// The OP-TEE name of an SMC function ID, for traces (`"?"` if unknown).
+pub const fn function_name(fid: u32) -> &'static str {
+    match fid {
+        OPTEE_SMC_CALLS_COUNT => "CALLS_COUNT",
+        OPTEE_SMC_CALLS_UID => "CALLS_UID",
+        OPTEE_SMC_CALLS_REVISION => "CALLS_REVISION",
+        OPTEE_SMC_GET_OS_UUID => "GET_OS_UUID",
+        OPTEE_SMC_GET_OS_REVISION => "GET_OS_REVISION",
+        OPTEE_SMC_RETURN_FROM_RPC => "RETURN_FROM_RPC",
+        OPTEE_SMC_CALL_WITH_ARG => "CALL_WITH_ARG",
+        OPTEE_SMC_GET_SHM_CONFIG => "GET_SHM_CONFIG",
+        OPTEE_SMC_EXCHANGE_CAPABILITIES => "EXCHANGE_CAPABILITIES",
+        OPTEE_SMC_DISABLE_SHM_CACHE => "DISABLE_SHM_CACHE",
+        OPTEE_SMC_ENABLE_SHM_CACHE => "ENABLE_SHM_CACHE",
+        OPTEE_SMC_BOOT_SECONDARY => "BOOT_SECONDARY",
+        OPTEE_SMC_VM_CREATED => "VM_CREATED",
+        OPTEE_SMC_VM_DESTROYED => "VM_DESTROYED",
+        OPTEE_SMC_GET_THREAD_COUNT => "GET_THREAD_COUNT",
+        OPTEE_SMC_ENABLE_ASYNC_NOTIF => "ENABLE_ASYNC_NOTIF",
+        OPTEE_SMC_GET_ASYNC_NOTIF_VALUE => "GET_ASYNC_NOTIF_VALUE",
+        OPTEE_SMC_CALL_WITH_RPC_ARG => "CALL_WITH_RPC_ARG",
+        OPTEE_SMC_CALL_WITH_REGD_ARG => "CALL_WITH_REGD_ARG",
+        _ => "?",
+    }
+}
+
+/// The name of what OP-TEE returned in a0 for function `fid`, for traces: a return code or
+/// an RPC request, or `"value"` for the calls whose a0 is data (UIDs, revisions, counts).
+pub const fn return_name(fid: u32, a0: u32) -> &'static str {
+    if matches!(
+        fid,
+        OPTEE_SMC_CALLS_COUNT
+            | OPTEE_SMC_CALLS_UID
+            | OPTEE_SMC_CALLS_REVISION
+            | OPTEE_SMC_GET_OS_UUID
+            | OPTEE_SMC_GET_OS_REVISION
+    ) {
+        return "value";
+    }
+    if a0 & OPTEE_SMC_RETURN_RPC_PREFIX_MASK == OPTEE_SMC_RETURN_RPC_PREFIX
+        && a0 != OPTEE_SMC_RETURN_UNKNOWN_FUNCTION
+    {
+        return match a0 & !OPTEE_SMC_RETURN_RPC_PREFIX_MASK {
+            OPTEE_SMC_RPC_FUNC_ALLOC => "RPC ALLOC",
+            OPTEE_SMC_RPC_FUNC_FREE => "RPC FREE",
+            OPTEE_SMC_RPC_FUNC_FOREIGN_INTR => "RPC FOREIGN_INTR",
+            OPTEE_SMC_RPC_FUNC_CMD => "RPC CMD",
+            _ => "RPC ?",
+        };
+    }
+    match a0 {
+        OPTEE_SMC_RETURN_OK => "OK",
+        OPTEE_SMC_RETURN_ETHREAD_LIMIT => "ETHREAD_LIMIT",
+        OPTEE_SMC_RETURN_EBUSY => "EBUSY",
+        OPTEE_SMC_RETURN_ERESUME => "ERESUME",
+        OPTEE_SMC_RETURN_EBADADDR => "EBADADDR",
+        OPTEE_SMC_RETURN_EBADCMD => "EBADCMD",
+        OPTEE_SMC_RETURN_ENOMEM => "ENOMEM",
+        OPTEE_SMC_RETURN_ENOTAVAIL => "ENOTAVAIL",
+        OPTEE_SMC_RETURN_UNKNOWN_FUNCTION => "UNKNOWN_FUNCTION",
+        _ => "?",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_names() {
+        assert_eq!(
+            function_name(OPTEE_SMC_CALL_WITH_RPC_ARG),
+            "CALL_WITH_RPC_ARG"
+        );
+        assert_eq!(function_name(OPTEE_SMC_CALLS_UID), "CALLS_UID");
+        assert_eq!(function_name(0x1234), "?");
+        assert_eq!(return_name(0xffff_0005), "RPC CMD");
+        assert_eq!(return_name(OPTEE_SMC_RETURN_OK), "OK");
+        assert_eq!(
+            return_name(OPTEE_SMC_RETURN_UNKNOWN_FUNCTION),
+            "UNKNOWN_FUNCTION"
+        );
+    }
 
     #[test]
     fn function_ids_match_the_headers() {

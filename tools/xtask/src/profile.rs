@@ -155,12 +155,8 @@ pub fn prepare_common(flavour: OpteeFlavour, machine: &Machine) -> Result<Common
     })
 }
 
-/// Build (or reuse) the pieces for `hv` on `machine`.
-pub fn prepare(hv: Hv, machine: &Machine) -> Result<Prepared> {
-    prepare_with(hv, machine, None)
-}
-
-/// As [`prepare`], with another OP-TEE build than the profile's own (moat and none only).
+/// Build (or reuse) the pieces for `hv` on `machine`, optionally with another OP-TEE build
+/// than the profile's own (moat and none only).
 pub fn prepare_with(hv: Hv, machine: &Machine, optee: Option<OpteeFlavour>) -> Result<Prepared> {
     if optee.is_some() && hv == Hv::Xen {
         bail!("--optee applies to --hv moat and --hv none");
@@ -344,9 +340,13 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
         _ if args.xen_debug || args.xen_toolstack => {
             bail!("--xen-debug and --xen-toolstack need --hv xen")
         }
-        hv => prepare(hv, &machine)?,
+        hv => prepare_with(hv, &machine, args.optee)?,
     };
     let mut p = p;
+    if let Some(what) = &args.trace {
+        anyhow::ensure!(args.hv == Hv::Moat, "--trace is a moat option");
+        p.hv_bootargs = format!("{} trace={what}", p.hv_bootargs);
+    }
     if let Some(extra) = &args.hv_args {
         anyhow::ensure!(
             p.hypervisor.is_some(),
