@@ -628,12 +628,23 @@ mod tests {
         );
         assert_eq!(function_name(OPTEE_SMC_CALLS_UID), "CALLS_UID");
         assert_eq!(function_name(0x1234), "?");
-        assert_eq!(return_name(0xffff_0005), "RPC CMD");
-        assert_eq!(return_name(OPTEE_SMC_RETURN_OK), "OK");
         assert_eq!(
-            return_name(OPTEE_SMC_RETURN_UNKNOWN_FUNCTION),
+            return_name(OPTEE_SMC_RETURN_FROM_RPC, 0xffff_0005),
+            "RPC CMD"
+        );
+        assert_eq!(
+            return_name(OPTEE_SMC_RETURN_FROM_RPC, 0xffff_0004),
+            "RPC FOREIGN_INTR"
+        );
+        assert_eq!(
+            return_name(OPTEE_SMC_CALL_WITH_ARG, OPTEE_SMC_RETURN_OK),
+            "OK"
+        );
+        assert_eq!(
+            return_name(0x1234, OPTEE_SMC_RETURN_UNKNOWN_FUNCTION),
             "UNKNOWN_FUNCTION"
         );
+        assert_eq!(return_name(OPTEE_SMC_GET_OS_REVISION, 4), "value");
     }
 
     #[test]

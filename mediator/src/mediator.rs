@@ -334,8 +334,17 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
         if self.vms.contains_key(&vm) {
             return Err(Error::VmExists);
         }
+        self.lifecycle_call(abi::OPTEE_SMC_VM_CREATED, vm)
+            .map_err(|code| Error::VmCreateRefused { code })?;
+        self.vms.insert(vm, Vm::default());
+        Ok(())
+    }
+
+    /// VM_CREATED or VM_DESTROYED for `vm`, issued as the hypervisor (a7 = 0). The error is
+    /// OP-TEE's return code.
+    fn lifecycle_call(&mut self, fid: u32, vm: VmId) -> Result<(), u32> {
         let r = self.monitor.call([
-            u64::from(abi::OPTEE_SMC_VM_CREATED),
+            u64::from(fid),
             vm.client_id(),
             0,
             0,
@@ -344,11 +353,10 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
             0,
             HYPERVISOR_CLIENT_ID,
         ]);
-        if r[0] as u32 != abi::OPTEE_SMC_RETURN_OK {
-            return Err(Error::VmCreateRefused { code: r[0] as u32 });
+        match r[0] as u32 {
+            abi::OPTEE_SMC_RETURN_OK => Ok(()),
+            code => Err(code),
         }
-        self.vms.insert(vm, Vm::default());
-        Ok(())
     }
 
     /// Release everything `vm` holds (calls, shadow pages, buffers, pins), then tell OP-TEE.
@@ -377,20 +385,8 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
         for (_, ra) in core::mem::take(&mut v.rpc_args) {
             self.pages.free(ra.page);
         }
-        let r = self.monitor.call([
-            u64::from(abi::OPTEE_SMC_VM_DESTROYED),
-            vm.client_id(),
-            0,
-            0,
-            0,
-            0,
-            0,
-            HYPERVISOR_CLIENT_ID,
-        ]);
-        if r[0] as u32 != abi::OPTEE_SMC_RETURN_OK {
-            return Err(Error::VmDestroyFailed { code: r[0] as u32 });
-        }
-        Ok(())
+        self.lifecycle_call(abi::OPTEE_SMC_VM_DESTROYED, vm)
+            .map_err(|code| Error::VmDestroyFailed { code })
     }
 
     /// Unwind a parked call of a dying VM: answer each RPC with a failure until OP-TEE
