@@ -44,11 +44,11 @@ mod entry {
         .ascii  "ARM\x64"               // magic
         .long   0                       // res5
     1:
-        mrs     x1, CurrentEL
-        lsr     x1, x1, #2
-        cmp     x1, #2
-        b.ne    9f
         mov     x19, x0                 // keep the DTB
+        mrs     x20, CurrentEL
+        lsr     x20, x20, #2
+        cmp     x20, #2
+        b.ne    8f
         adrp    x1, __bss_start
         add     x1, x1, :lo12:__bss_start
         adrp    x2, __bss_end
@@ -66,6 +66,15 @@ mod entry {
         mov     sp, x1
         mov     x0, x19
         bl      moat_primary
+        // Not at EL2: say so on the console, using CPU 0's stack, then park.
+    8:  adrp    x1, __stacks_start
+        add     x1, x1, :lo12:__stacks_start
+        mov     x2, #{stack}
+        add     x1, x1, x2
+        mov     sp, x1
+        mov     x0, x19
+        mov     x1, x20
+        bl      moat_wrong_el
     9:  wfe
         b       9b
 
@@ -104,6 +113,12 @@ mod entry {
     #[no_mangle]
     extern "C" fn moat_primary(dtb: u64) -> ! {
         hv::start(dtb, stack_top(0))
+    }
+
+    /// The boot CPU was entered at another EL than EL2: report it and park.
+    #[no_mangle]
+    extern "C" fn moat_wrong_el(dtb: u64, el: u64) -> ! {
+        hv::wrong_el(dtb, el)
     }
 
     /// A secondary CPU, at EL2, on its own stack.

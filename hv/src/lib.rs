@@ -233,6 +233,39 @@ fn banner(cfg: &BootConfig, dom0: &Domain, mpidrs: &[u64]) {
     log::info!("    kernel   entry {:?}, DT at {:?}", dom0.entry, dom0.dtb);
 }
 
+/// moat was entered at EL`el`, not EL2: find the console in the DT (byte reads only, MMU
+/// off), say what is wrong, and park. Nothing else is set up.
+pub fn wrong_el(dtb: u64, el: u64) -> ! {
+    if dtb != 0 && dtb.is_multiple_of(8) {
+        // SAFETY: the boot protocol puts a DTB at `dtb`; only its header's totalsize is read
+        // here, byte by byte, and it is bounded before the blob is looked at.
+        let size = unsafe {
+            let p = dtb as *const u8;
+            (0..4).fold(0usize, |acc, i| {
+                acc << 8 | usize::from(core::ptr::read_volatile(p.add(4 + i)))
+            })
+        };
+        if (40..=MAX_DTB).contains(&size) {
+            // SAFETY: `size` bytes from `dtb` are the DT handed over by the firmware.
+            let blob = unsafe { core::slice::from_raw_parts(dtb as *const u8, size) };
+            if let Some(base) = hv_core::early::console_base(blob) {
+                // SAFETY: the DT's console PL011; with the MMU off all of memory is
+                // device memory, and nothing else runs on this CPU.
+                let uart = unsafe { pl011::Pl011::new(base) };
+                let mut w = PanicWriter(&uart);
+                let _ = core::fmt::Write::write_fmt(
+                    &mut w,
+                    format_args!(
+                        "\r\n(moat) error: entered at EL{el}, but moat runs at EL2 \
+                         (QEMU: -machine virtualization=on); stopping\r\n"
+                    ),
+                );
+            }
+        }
+    }
+    arch::park()
+}
+
 /// The primary CPU's Rust entry, with the MMU off, BSS cleared and a stack.
 pub fn start(dtb: u64, stack_top: u64) -> ! {
     arch::mmu::build();
