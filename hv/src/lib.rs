@@ -16,6 +16,19 @@
 
 extern crate alloc;
 
+/// Log something a guest caused, rate-limited by `$limiter` (an `hv_core::ratelimit::Limiter`):
+/// a guest must never flood moat's console.
+macro_rules! guest_warn {
+    ($limiter:expr, $($arg:tt)*) => {
+        if let Some(suppressed) = $limiter.hit() {
+            if suppressed > 0 {
+                log::warn!("d0: ({} similar warnings suppressed)", suppressed);
+            }
+            log::warn!($($arg)*);
+        }
+    };
+}
+
 pub mod arch;
 pub mod console;
 pub mod domain;
@@ -60,6 +73,11 @@ static GICD: Once<gic::Gicd> = Once::new();
 static LIST_REGISTERS: AtomicUsize = AtomicUsize::new(0);
 /// Which vCPU index each pCPU runs.
 static VCPU_OF_CPU: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+
+/// vCPU start messages (a guest can cycle CPU_OFF/CPU_ON).
+static VCPU_STARTS: hv_core::ratelimit::Limiter = hv_core::ratelimit::Limiter::new();
+/// Firmware refusals of CPU_ON, which a guest's CPU_ON triggers.
+static CPU_ON_FAILED: hv_core::ratelimit::Limiter = hv_core::ratelimit::Limiter::new();
 
 /// The GIC maintenance interrupt (PPI 9), which moat keeps.
 pub const MAINTENANCE_INTID: u32 = 25;
@@ -440,11 +458,14 @@ fn run_vcpu(cpu: usize, stack_top: u64) -> ! {
     frame.x[0] = x0;
     frame.elr = entry.raw();
     frame.spsr = regs::SPSR_EL1H_MASKED;
-    log::info!(
-        "d0: vCPU {index} starts on pCPU {cpu} at {:?}, x0 = {:#x}",
-        entry,
-        x0
-    );
+    // A guest can turn vCPUs off and on at will: this line is rate-limited like a warning.
+    if VCPU_STARTS.hit().is_some() {
+        log::info!(
+            "d0: vCPU {index} starts on pCPU {cpu} at {:?}, x0 = {:#x}",
+            entry,
+            x0
+        );
+    }
     arch::vectors::enter_guest(cpu, &frame, stack_top)
 }
 
@@ -466,7 +487,11 @@ pub(crate) fn start_vcpu(dom: &Domain, index: usize, _entry: Ipa, _context: u64)
         0,
     ]);
     if r[0] != 0 {
-        log::error!("firmware CPU_ON of pCPU {pcpu} failed: {:#x}", r[0]);
+        guest_warn!(
+            CPU_ON_FAILED,
+            "firmware CPU_ON of pCPU {pcpu} failed: {:#x}",
+            r[0]
+        );
         return smccc::ret(psci_ids::INTERNAL_FAILURE);
     }
     0

@@ -32,17 +32,7 @@ static UNSUPPORTED_CALL: Limiter = Limiter::new();
 static SYSREG: Limiter = Limiter::new();
 static ABORT: Limiter = Limiter::new();
 static UNKNOWN_EXIT: Limiter = Limiter::new();
-
-macro_rules! guest_warn {
-    ($limiter:expr, $($arg:tt)*) => {
-        if let Some(suppressed) = $limiter.hit() {
-            if suppressed > 0 {
-                log::warn!("d0: ({} similar warnings suppressed)", suppressed);
-            }
-            log::warn!($($arg)*);
-        }
-    };
-}
+static PSCI_REFUSED: Limiter = Limiter::new();
 
 fn call_of(frame: &TrapFrame) -> Call {
     Call {
@@ -98,7 +88,7 @@ fn psci_call(frame: &mut TrapFrame, call: &Call) {
         let action = psci::decide(&decoded, &vm.psci_view());
         if let Err(e) = vm.apply(cpu, &action) {
             // The state machine disagrees with the decision: refuse rather than act.
-            log::warn!("d0: PSCI {decoded:?} refused: {e}");
+            guest_warn!(PSCI_REFUSED, "d0: PSCI {decoded:?} refused: {e}");
             frame.x[0] = smccc::ret(psci::DENIED);
             return;
         }
