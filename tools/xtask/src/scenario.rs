@@ -55,6 +55,9 @@ pub struct Scenario {
     /// Regexes that must match lines of OP-TEE's secure-UART log, in this order.
     #[serde(default)]
     pub secure: Vec<String>,
+    /// `--hv xen` only: add Xen's toolstack and an `xl` domU to dom0 (`--xen-toolstack`).
+    #[serde(default)]
+    pub xen_toolstack: bool,
     /// Another OP-TEE build than the profile's own.
     #[serde(default)]
     pub optee: Option<crate::stack::OpteeFlavour>,
@@ -208,7 +211,17 @@ fn run_one(s: &Scenario) -> Result<Vec<String>> {
         smp: s.smp,
         mem_mib: s.mem,
     };
-    let mut p = profile::prepare_with(s.hv.into(), &machine, s.optee)?;
+    let mut p = match (s.hv, s.xen_toolstack) {
+        (HvName::Xen, true) => crate::xen::prepare(
+            &machine,
+            crate::xen::Options {
+                flavour: crate::xen::Flavour::Release,
+                toolstack: true,
+            },
+        )?,
+        (_, true) => anyhow::bail!("scenario {}: xen_toolstack needs hv = \"xen\"", s.name),
+        _ => profile::prepare_with(s.hv.into(), &machine, s.optee)?,
+    };
     if let Some(extra) = &s.hv_args {
         p.hv_bootargs = format!("{} {extra}", p.hv_bootargs).trim().to_string();
     }
