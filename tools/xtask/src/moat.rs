@@ -100,6 +100,7 @@ mod tests {
         let m = Machine {
             smp: 2,
             mem_mib: 2048,
+            el2: true,
         };
         assert_eq!(hv_bootargs(&m), "dom0_mem=1024M dom0_max_vcpus=2");
     }

@@ -325,6 +325,7 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
     let machine = Machine {
         smp: args.smp,
         mem_mib: args.mem,
+        el2: true,
     };
     let p = match args.hv {
         Hv::Xen => {

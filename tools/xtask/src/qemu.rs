@@ -22,6 +22,9 @@ pub struct Machine {
     pub smp: u32,
     /// RAM in MiB, from 0x40000000.
     pub mem_mib: u32,
+    /// The CPUs implement EL2 (`virtualization=on`). Off only to show what a hypervisor
+    /// does when it is entered at EL1.
+    pub el2: bool,
 }
 
 impl Machine {
@@ -31,7 +34,11 @@ impl Machine {
         [
             // TrustZone (secure=on) and EL2 (virtualization=on); Debian's OP-TEE drives a GICv3.
             "-machine",
-            "virt,secure=on,virtualization=on,gic-version=3",
+            if self.el2 {
+                "virt,secure=on,virtualization=on,gic-version=3"
+            } else {
+                "virt,secure=on,virtualization=off,gic-version=3"
+            },
             // pauth-impdef: QEMU's cheap pointer-auth algorithm; the architected one is slow
             // under TCG and the guest cannot tell the difference.
             "-cpu",
@@ -316,6 +323,7 @@ mod tests {
             machine: Machine {
                 smp: 2,
                 mem_mib: 2048,
+                el2: true,
             },
             bios: "/c/bios.bin".into(),
             dtb: "/r/virt.dtb".into(),
@@ -345,6 +353,17 @@ mod tests {
         assert!(has_pair(&a, "-m", "2048M"));
         assert!(has_pair(&a, "-bios", "/c/bios.bin"));
         assert!(has_pair(&a, "-dtb", "/r/virt.dtb"));
+    }
+
+    #[test]
+    fn a_board_without_el2_says_so() {
+        let mut i = inv(Console::Captured);
+        i.machine.el2 = false;
+        assert!(has_pair(
+            &i.args(),
+            "-machine",
+            "virt,secure=on,virtualization=off,gic-version=3"
+        ));
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub struct Scenario {
     /// Regexes that must match lines of OP-TEE's secure-UART log, in this order.
     #[serde(default)]
     pub secure: Vec<String>,
+    /// The board implements EL2 (default). `false` boots a hypervisor at EL1, to check it
+    /// refuses clearly.
+    #[serde(default = "default_true")]
+    pub el2: bool,
     /// `--hv xen` only: add Xen's toolstack and an `xl` domU to dom0 (`--xen-toolstack`).
     #[serde(default)]
     pub xen_toolstack: bool,
@@ -94,6 +98,9 @@ impl From<HvName> for Hv {
     }
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_smp() -> u32 {
     2
 }
@@ -210,6 +217,7 @@ fn run_one(s: &Scenario) -> Result<Vec<String>> {
     let machine = Machine {
         smp: s.smp,
         mem_mib: s.mem,
+        el2: s.el2,
     };
     let mut p = match (s.hv, s.xen_toolstack) {
         (HvName::Xen, true) => crate::xen::prepare(

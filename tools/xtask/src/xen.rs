@@ -399,6 +399,7 @@ mod tests {
         let m = Machine {
             smp: 2,
             mem_mib: 2048,
+            el2: true,
         };
         let a = hv_bootargs(&m);
         assert!(a.starts_with("console=dtuart dtuart=/pl011@9000000 "));
