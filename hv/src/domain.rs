@@ -56,6 +56,10 @@ impl core::fmt::Display for BuildError {
 pub struct Domain {
     pub id: DomainId,
     pub vm: Mutex<Vm>,
+    /// The domain's stage-2. Built once and never changed while the domain runs, so every
+    /// page the OP-TEE mediator pins (`pins`) stays mapped for as long as OP-TEE may use it;
+    /// any future unmap (ballooning, teardown) must first check `pins` or call the
+    /// mediator's `vm_destroyed`, which releases them.
     pub stage2: Stage2<HvFrames>,
     /// VTCR_EL2 for this domain's stage-2.
     pub vtcr: u64,
