@@ -25,6 +25,8 @@
 mod entry {
     /// Bytes of EL2 stack per CPU; must match STACK_SIZE in link.ld.
     const STACK_SIZE: u64 = 0x10000;
+    // link.ld reserves MAX_CPUS = 8 stacks: hv's CPU limit must not outgrow them.
+    const _: () = assert!(hv::MAX_CPUS == 8, "update MAX_CPUS in boot/link.ld too");
 
     // SAFETY: this is the image's first code, placed at the load address by `link.ld`.
     // Until Rust runs, nothing else executes on a CPU, and the assembly only touches the
@@ -38,7 +40,7 @@ mod entry {
         b       1f                      // code0: branch over the header
         .long   0                       // code1
         .quad   0                       // text_offset
-        .quad   __image_end - _start    // image_size
+        .quad   __hv_end - _start       // image_size: BSS, heap, frames, stacks included
         .quad   0xa                     // flags: LE, 4 KiB pages, anywhere in RAM
         .quad   0, 0, 0                 // res2..res4
         .ascii  "ARM\x64"               // magic
@@ -57,7 +59,22 @@ mod entry {
         b.hs    3f
         stp     xzr, xzr, [x1], #16
         b       2b
-    3:  mov     x0, #0
+        // The zeroes went to memory (MMU off): drop any stale cache lines for everything
+        // from BSS to the end of moat, so cacheable reads later see them.
+    3:  mrs     x3, ctr_el0
+        ubfx    x3, x3, #16, #4         // DminLine: log2(words per line)
+        mov     x4, #4
+        lsl     x4, x4, x3              // line size in bytes
+        adrp    x1, __bss_start
+        add     x1, x1, :lo12:__bss_start
+        adrp    x2, __hv_end
+        add     x2, x2, :lo12:__hv_end
+    5:  dc      ivac, x1
+        add     x1, x1, x4
+        cmp     x1, x2
+        b.lo    5b
+        dsb     sy
+        mov     x0, #0
         msr     tpidr_el2, x0
         adrp    x1, __stacks_start
         add     x1, x1, :lo12:__stacks_start

@@ -222,7 +222,13 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
         .ram
         .last()
         .ok_or_else(|| BuildError::Config("dom0 has no RAM".into()))?;
-    let dtb_pa = PhysAddr((last.end.raw() - DOM0_DTB_MAX) & !(DOM0_DTB_MAX - 1));
+    let dtb_pa = PhysAddr(
+        last.end
+            .raw()
+            .checked_sub(DOM0_DTB_MAX)
+            .ok_or_else(|| BuildError::Config("dom0's RAM ends below 2 MiB".into()))?
+            & !(DOM0_DTB_MAX - 1),
+    );
     let modules = [
         Some(&kernel.range),
         cfg.dom0.ramdisk.as_ref().map(|m| &m.range),
@@ -242,6 +248,8 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
     unsafe {
         core::ptr::copy_nonoverlapping(dt.dtb.as_ptr(), dtb_pa.raw() as *mut u8, dt.dtb.len());
     }
+    // dom0 starts with its MMU and caches off: its DT must be in memory, not only in cache.
+    crate::arch::clean_dcache_range(dtb_pa.raw(), dt.dtb.len() as u64);
 
     // Devices: everything in dom0's DT except what moat keeps (the GIC, which dom0 sees
     // as the emulated vGIC; the console UART, emulated as a vPL011; secure-only nodes,
@@ -279,7 +287,7 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
     })?;
 
     let config = Stage2Config::from_pa_range(p.pa_range)?;
-    let mut s2 = Stage2::new(HvFrames, config)?;
+    let mut s2 = Stage2::new(HvFrames::new(), config)?;
     for r in &dt.ram {
         s2.map(ipa_range(r), r.start, Attrs::RAM)?;
     }

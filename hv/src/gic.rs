@@ -57,6 +57,7 @@ register_structs! {
         (0x0200 => _r1),
         (0x0280 => icpendr: [ReadWrite<u32>; 32]),
         (0x0300 => _r2),
+        (0x0380 => icactiver: [ReadWrite<u32>; 32]),
         (0x0400 => ipriorityr: [ReadWrite<u8>; 1024]),
         (0x0800 => _r3),
         (0x6000 => irouter: [ReadWrite<u64>; 1020]),
@@ -88,6 +89,8 @@ register_structs! {
         (0x0184 => _r3),
         (0x0280 => icpendr0: ReadWrite<u32>),
         (0x0284 => _r4),
+        (0x0380 => icactiver0: ReadWrite<u32>),
+        (0x0384 => _r5),
         (0x0400 => ipriorityr: [ReadWrite<u8>; 32]),
         (0x0420 => @END),
     }
@@ -148,11 +151,14 @@ impl Gicd {
         self.regs.ctlr.set(0);
         self.wait_rwp();
         let lines = self.lines();
-        for n in 1..(lines / 32) as usize {
+        // Every SPI word, the last partial one included (INTIDs 992..1019).
+        for n in 1..(lines as usize).div_ceil(32) {
             self.regs.icenabler[n].set(u32::MAX);
             self.regs.icpendr[n].set(u32::MAX);
+            self.regs.icactiver[n].set(u32::MAX);
             self.regs.igroupr[n].set(u32::MAX);
         }
+        self.wait_rwp();
         for i in 32..lines as usize {
             self.regs.ipriorityr[i].set(DEFAULT_PRIORITY);
             self.regs.irouter[i].set(boot_affinity);
@@ -184,10 +190,16 @@ impl Gicd {
     }
 }
 
-/// Convert an MPIDR value to the affinity layout of GICD_IROUTER / GICR_TYPER.Affinity
-/// (Aff3 moved down next to Aff2).
+/// Convert an MPIDR value to the layout of GICR_TYPER.Affinity (Aff3.Aff2.Aff1.Aff0 in 32
+/// bits: Aff3 moved down next to Aff2).
 pub fn mpidr_to_affinity(mpidr: u64) -> u64 {
     (mpidr & 0xff_ffff) | ((mpidr >> 32) & 0xff) << 24
+}
+
+/// Convert an MPIDR value to a GICD_IROUTER value routing to that PE: Aff3 stays at
+/// [39:32], IRM (bit 31) = 0 and [30:24] are RES0 (IHI 0069 §12.9.22).
+pub fn mpidr_to_irouter(mpidr: u64) -> u64 {
+    mpidr & 0xff_00ff_ffff
 }
 
 /// Wake this CPU's redistributor and set up its SGIs and PPIs: all group 1, default
@@ -214,6 +226,8 @@ pub unsafe fn init_redistributor(region: u64, len: u64, mpidr: u64, enable: u32)
             let sgi = unsafe { &*((base + GICR_SGI_OFFSET) as *const GicrSgiRegs) };
             sgi.icenabler0.set(u32::MAX);
             sgi.icpendr0.set(u32::MAX);
+            // Nothing may stay active from before (a vCPU turned off and on again).
+            sgi.icactiver0.set(u32::MAX);
             sgi.igroupr0.set(u32::MAX);
             for p in sgi.ipriorityr.iter() {
                 p.set(DEFAULT_PRIORITY);
@@ -281,7 +295,8 @@ pub fn init_cpu_interface() {
     sysreg_write!("icc_sre_el2", 0b1001u64);
     // SAFETY: isb after changing SRE, as the architecture requires.
     unsafe { asm!("isb", options(nostack)) };
-    // Every priority is unmasked; no preemption groups.
+    // Every priority is unmasked. BPR1 = 0: the whole priority is the group priority (moat
+    // never nests interrupts at EL2, where they are masked, so this only matters for order).
     sysreg_write!("icc_pmr_el1", 0xffu64);
     sysreg_write!("icc_bpr1_el1", 0u64);
     // EOImode = 1: writing EOIR only drops priority; deactivation is separate, so a
@@ -342,6 +357,12 @@ pub fn set_underflow_irq(on: bool) {
     // En (bit 0) always; UIE (bit 1) asks for a maintenance interrupt when at most one
     // list register holds a valid interrupt, so waiting ones get placed.
     sysreg_write!("ich_hcr_el2", if on { 0b11u64 } else { 0b01u64 });
+}
+
+/// Does any of the first `n` list registers hold a pending virtual interrupt?
+pub fn any_lr_pending(n: usize) -> bool {
+    // ICH_LR<n>_EL2.State is [63:62]; bit 62 is "pending".
+    (0..n).any(|i| read_lr(i) & (1 << 62) != 0)
 }
 
 /// Read list register `n`.

@@ -20,7 +20,7 @@ extern crate alloc;
 /// a guest must never flood moat's console.
 macro_rules! guest_warn {
     ($limiter:expr, $($arg:tt)*) => {
-        if let Some(suppressed) = $limiter.hit() {
+        if let Some(suppressed) = $limiter.hit($crate::arch::counter(), $crate::arch::counter_frequency()) {
             if suppressed > 0 {
                 log::warn!("d0: ({} similar warnings suppressed)", suppressed);
             }
@@ -74,6 +74,8 @@ static LIST_REGISTERS: AtomicUsize = AtomicUsize::new(0);
 /// Which vCPU index each pCPU runs.
 static VCPU_OF_CPU: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 
+/// How often CPU_ON is retried while the firmware still sees the pCPU as on.
+const CPU_ON_RETRIES: usize = 100;
 /// vCPU start messages (a guest can cycle CPU_OFF/CPU_ON).
 static VCPU_STARTS: hv_core::ratelimit::Limiter = hv_core::ratelimit::Limiter::new();
 /// Firmware refusals of CPU_ON, which a guest's CPU_ON triggers.
@@ -305,11 +307,27 @@ pub fn start(dtb: u64, stack_top: u64) -> ! {
     // SAFETY: the DT names this PL011 as the console; EL2 maps [0, 1 GiB) as device
     // memory, and dom0 sees the emulated vPL011 in its place, never this one.
     unsafe { console::init(uart) };
+    // EL2's identity map makes only [0, 1 GiB) device memory: every MMIO block moat drives
+    // itself must lie there, or it would be accessed as cacheable RAM.
+    let device_limit = arch::mmu::DEVICE_LIMIT;
+    let gicr_end = cfg
+        .gic
+        .redists
+        .iter()
+        .map(|r| r.end.raw())
+        .max()
+        .unwrap_or(0);
+    if uart >= device_limit || cfg.gic.dist.end.raw() > device_limit || gicr_end > device_limit {
+        fatal(format_args!(
+            "the console UART, GIC distributor and redistributors must lie below {device_limit:#x} \
+             (moat's device window)"
+        ));
+    }
     let dist = cfg.gic.dist.start.raw();
     // SAFETY: the DT's GIC distributor; EL2 maps [0, 1 GiB) as device memory, and no
     // guest maps it (dom0 sees the emulated vGIC there).
     let gicd = GICD.call_once(|| unsafe { gic::Gicd::new(dist) });
-    gicd.init(gic::mpidr_to_affinity(regs::mpidr()));
+    gicd.init(gic::mpidr_to_irouter(regs::mpidr()));
     for u in &cfg.hv_args.unknown {
         log::warn!("unknown hypervisor option ignored: {u}");
     }
@@ -438,7 +456,7 @@ fn run_vcpu(cpu: usize, stack_top: u64) -> ! {
     }
     gic::init_cpu_interface();
     LIST_REGISTERS.store(gic::list_registers(), Ordering::Relaxed);
-    regs::install_guest_controls();
+    regs::install_guest_controls(index);
     // SAFETY: VTCR/VTTBR select dom0's complete stage-2 tables (built before any vCPU
     // runs); the TLB invalidation drops anything cached for this VMID.
     unsafe {
@@ -459,7 +477,10 @@ fn run_vcpu(cpu: usize, stack_top: u64) -> ! {
     frame.elr = entry.raw();
     frame.spsr = regs::SPSR_EL1H_MASKED;
     // A guest can turn vCPUs off and on at will: this line is rate-limited like a warning.
-    if VCPU_STARTS.hit().is_some() {
+    if VCPU_STARTS
+        .hit(arch::counter(), arch::counter_frequency())
+        .is_some()
+    {
         log::info!(
             "d0: vCPU {index} starts on pCPU {cpu} at {:?}, x0 = {:#x}",
             entry,
@@ -476,7 +497,7 @@ pub(crate) fn start_vcpu(dom: &Domain, index: usize, _entry: Ipa, _context: u64)
     let target = system().mpidrs[pcpu];
     // The physical address of boot's secondary entry (EL2 runs identity-mapped).
     let entry = _secondary_start as *const () as u64;
-    let r = arch::smc([
+    let on = [
         u64::from(psci_ids::CPU_ON_64),
         target,
         entry,
@@ -485,23 +506,45 @@ pub(crate) fn start_vcpu(dom: &Domain, index: usize, _entry: Ipa, _context: u64)
         0,
         0,
         0,
-    ]);
-    if r[0] != 0 {
+    ];
+    // A pCPU whose vCPU just called CPU_OFF may still be on its way down: the firmware then
+    // answers ALREADY_ON or ON_PENDING for a moment. Retry, boundedly.
+    let mut r = arch::smc(on)[0];
+    for _ in 0..CPU_ON_RETRIES {
+        let code = r as i64;
+        if code != i64::from(psci_ids::ALREADY_ON) && code != i64::from(psci_ids::ON_PENDING) {
+            break;
+        }
+        for _ in 0..10_000 {
+            core::hint::spin_loop();
+        }
+        r = arch::smc(on)[0];
+    }
+    if r != 0 {
         guest_warn!(
             CPU_ON_FAILED,
             "firmware CPU_ON of pCPU {pcpu} failed: {:#x}",
-            r[0]
+            r
         );
+        // Undo the accepted CPU_ON so the guest may try again.
+        let _ = dom.vm.lock().start_failed(index);
         return smccc::ret(psci_ids::INTERNAL_FAILURE);
     }
     0
 }
 
 /// PSCI CPU_OFF for the calling vCPU: turn its pCPU off in the firmware.
-pub(crate) fn stop_this_cpu(dom: &Domain, cpu: usize) -> ! {
-    let index = dom.vm.lock().vcpus().iter().position(|v| v.pcpu == cpu);
-    if let Some(i) = index {
-        let _ = dom.vm.lock().vcpu_stopped(i);
+pub(crate) fn stop_this_cpu(_dom: &Domain, cpu: usize) -> ! {
+    // The vCPU's list registers die with it: deactivate the physical interrupts behind the
+    // HW-linked ones, or they would stay active (and silent) for good.
+    for n in 0..list_register_count() {
+        let lr = gic::read_lr(n);
+        let state = lr >> 62;
+        let hw = lr & (1 << 61) != 0;
+        if state != 0 && hw {
+            gic::deactivate(((lr >> 32) & 0x1fff) as u32);
+        }
+        gic::write_lr(n, 0);
     }
     arch::smc([u64::from(psci_ids::CPU_OFF), 0, 0, 0, 0, 0, 0, 0]);
     fatal(format_args!("firmware CPU_OFF returned on pCPU {cpu}"))

@@ -44,10 +44,28 @@ fn frames_base() -> u64 {
     core::ptr::addr_of!(FRAMES) as u64
 }
 
-/// Frames for stage-2 tables, from the static pool. A zero-sized handle: the pool is
-/// global and locked.
-#[derive(Debug, Default)]
-pub struct HvFrames;
+/// Frames for stage-2 tables, from the static pool. A handle to the global, locked pool;
+/// only moat creates it, and each stage-2 owns the frames it allocated through it.
+#[derive(Debug)]
+pub struct HvFrames {
+    _private: (),
+}
+
+impl HvFrames {
+    /// A handle for one stage-2.
+    pub(crate) const fn new() -> Self {
+        Self { _private: () }
+    }
+}
+
+/// Is `[addr, addr + len)` inside the heap area? (Mediator pages come from the heap.)
+pub fn heap_contains(addr: u64, len: u64) -> bool {
+    let start = core::ptr::addr_of!(HEAP_AREA) as u64;
+    addr >= start
+        && addr
+            .checked_add(len)
+            .is_some_and(|end| end <= start + HEAP_SIZE as u64)
+}
 
 impl FrameAlloc for HvFrames {
     fn alloc_zeroed(&mut self) -> Option<PhysAddr> {

@@ -58,7 +58,14 @@ impl HvPages for Pages {
     }
 
     fn write(&mut self, page: &HvPage, offset: usize, data: &[u8]) {
-        let Some(end) = offset.checked_add(data.len()).filter(|&e| e <= PAGE) else {
+        let Some(end) = offset
+            .checked_add(data.len())
+            .filter(|&e| e <= PAGE && ours(page))
+        else {
+            log::error!(
+                "mediator wrote outside a hypervisor page: {:#x}+{offset}",
+                page.phys().raw()
+            );
             return;
         };
         // SAFETY: `page` came from `alloc` (a live, page-sized heap block owned by the
@@ -73,7 +80,14 @@ impl HvPages for Pages {
     }
 
     fn read(&self, page: &HvPage, offset: usize, buf: &mut [u8]) {
-        let Some(end) = offset.checked_add(buf.len()).filter(|&e| e <= PAGE) else {
+        let Some(end) = offset
+            .checked_add(buf.len())
+            .filter(|&e| e <= PAGE && ours(page))
+        else {
+            log::error!(
+                "mediator read outside a hypervisor page: {:#x}+{offset}",
+                page.phys().raw()
+            );
             return;
         };
         // SAFETY: as in `write`.
@@ -87,10 +101,24 @@ impl HvPages for Pages {
     }
 
     fn free(&mut self, page: HvPage) {
+        if !ours(&page) {
+            log::error!(
+                "mediator freed a page that is not a heap page: {:#x}",
+                page.phys().raw()
+            );
+            return;
+        }
         // SAFETY: `page` was allocated by `alloc` with the same layout and is given back
         // exactly once (HvPage is not Clone).
         unsafe { dealloc(page.phys().raw() as *mut u8, page_layout()) };
     }
+}
+
+/// Is `page` a page-aligned page of moat's heap (where `alloc` takes them)? A cheap guard
+/// against a forged `HvPage` (its constructor is public in the pure crate).
+fn ours(page: &HvPage) -> bool {
+    let pa = page.phys().raw();
+    pa.is_multiple_of(PAGE as u64) && crate::mem::heap_contains(pa, PAGE as u64)
 }
 
 /// Logs mediated calls when `trace=smc` is set.

@@ -4,7 +4,7 @@
 //! ```text
 //!   ESR_EL2 --hv_core::esr::decode--> Exit
 //!     HVC/SMC  -> hv_core::smccc::route -> PSCI (hv_core::psci::decide) | arch | trusted OS
-//!     WFI/WFE  -> idle the pCPU, step over
+//!     WFI/WFE  -> (not trapped today: a pinned vCPU idles its own pCPU) idle, step over
 //!     sysreg, abort, unknown -> the architecture's answer (UNDEF or an abort), warn once in a while
 //! ```
 //!
@@ -51,9 +51,11 @@ fn smccc_call(frame: &mut TrapFrame, conduit: Conduit) {
         Route::Arch(ArchAction::Reply(v)) => frame.x[0] = v,
         Route::Arch(ArchAction::ForwardWorkaround(_)) => {
             // The firmware said this workaround is needed on this PE, and the vCPU owns the
-            // PE: run it for the guest.
-            let r = arch::smc([u64::from(call.function_id), 0, 0, 0, 0, 0, 0, 0]);
-            frame.x[0] = r[0];
+            // PE: run it for the guest with its arguments unchanged (WORKAROUND_2 carries
+            // the SSBD on/off request in w1).
+            let mut regs = [0u64; 8];
+            regs[..4].copy_from_slice(&frame.x[..4]);
+            frame.x[0] = arch::smc(regs)[0];
         }
         Route::TrustedOs => {
             if !crate::tee::call(crate::dom0(), frame) {
@@ -83,10 +85,11 @@ fn psci_call(frame: &mut TrapFrame, call: &Call) {
     let decoded = psci::decode(call);
     let dom = crate::dom0();
     let cpu = crate::cpu_index();
+    let vcpu = crate::current_vcpu();
     let action = {
         let mut vm = dom.vm.lock();
         let action = psci::decide(&decoded, &vm.psci_view());
-        if let Err(e) = vm.apply(cpu, &action) {
+        if let Err(e) = vm.apply(vcpu, &action) {
             // The state machine disagrees with the decision: refuse rather than act.
             guest_warn!(PSCI_REFUSED, "d0: PSCI {decoded:?} refused: {e}");
             frame.x[0] = smccc::ret(psci::DENIED);
@@ -97,7 +100,12 @@ fn psci_call(frame: &mut TrapFrame, call: &Call) {
     match action {
         Action::Reply(v) => frame.x[0] = v,
         Action::Standby => {
-            arch::wfi();
+            // A virtual interrupt already in a list register does not wake a WFI at EL2:
+            // only sleep when nothing is pending for this vCPU.
+            vdev::flush_lrs(dom, vcpu);
+            if !crate::gic::any_lr_pending(crate::list_register_count()) {
+                arch::wfi();
+            }
             frame.x[0] = 0;
         }
         Action::StartVcpu {
@@ -127,7 +135,7 @@ fn inject_sync(frame: &mut TrapFrame, esr_el1: u64, far: Option<u64>) {
     };
     let ec_adjust = if from_el1 { 1 } else { 0 };
     let esr_el1 = if (esr_el1 >> 26) == 0x20 || (esr_el1 >> 26) == 0x24 {
-        esr_el1 + (ec_adjust << 26)
+        esr_el1.wrapping_add(ec_adjust << 26)
     } else {
         esr_el1
     };
@@ -137,7 +145,7 @@ fn inject_sync(frame: &mut TrapFrame, esr_el1: u64, far: Option<u64>) {
     if let Some(f) = far {
         FAR_EL1.set(f);
     }
-    frame.elr = VBAR_EL1.get() + offset;
+    frame.elr = VBAR_EL1.get().wrapping_add(offset);
     frame.spsr = crate::arch::regs::SPSR_EL1H_MASKED;
 }
 
@@ -164,13 +172,13 @@ extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
         Exit::Smc64 { .. } | Exit::Smc32 => {
             smccc_call(frame, Conduit::Smc);
             // A trapped SMC reports the SMC itself as the return address.
-            frame.elr += esr::instruction_len(esr_copy);
+            frame.elr = frame.elr.wrapping_add(esr::instruction_len(esr_copy));
         }
         Exit::Wfx(kind) => {
             if matches!(kind, Wfx::Wfi | Wfx::Wfit) {
                 arch::wfi();
             }
-            frame.elr += esr::instruction_len(esr_copy);
+            frame.elr = frame.elr.wrapping_add(esr::instruction_len(esr_copy));
         }
         Exit::SysReg {
             reg,
@@ -179,7 +187,7 @@ extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
         } if reg == SysReg::ICC_SGI1R_EL1 => {
             let value = if rt == 31 { 0 } else { frame.x[rt as usize] };
             vdev::sgi(crate::dom0(), crate::current_vcpu(), value);
-            frame.elr += esr::instruction_len(esr_copy);
+            frame.elr = frame.elr.wrapping_add(esr::instruction_len(esr_copy));
         }
         Exit::SysReg { reg, access, .. } => {
             guest_warn!(
@@ -195,7 +203,7 @@ extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
             if let Ok(access) = mmio::decode(&da, mmio::HpfarEl2::new(hpfar), far) {
                 match vdev::mmio(crate::dom0(), frame, &access) {
                     vdev::Emulated::Done => {
-                        frame.elr += esr::instruction_len(esr_copy);
+                        frame.elr = frame.elr.wrapping_add(esr::instruction_len(esr_copy));
                         vdev::flush_lrs(crate::dom0(), crate::current_vcpu());
                         return;
                     }
@@ -248,12 +256,21 @@ extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
     vdev::flush_lrs(crate::dom0(), crate::current_vcpu());
 }
 
-/// A physical IRQ while a guest ran. With HCR_EL2.IMO = 0 none is routed here yet.
+/// A physical IRQ while a guest ran (HCR_EL2.IMO = 1 routes them all to moat).
 #[no_mangle]
 extern "C" fn moat_lower_irq(_frame: &mut TrapFrame) {
     let vcpu = crate::current_vcpu();
     vdev::irq(crate::dom0(), vcpu);
     vdev::flush_lrs(crate::dom0(), vcpu);
+}
+
+static FIQ: Limiter = Limiter::new();
+
+/// A Non-secure FIQ while a guest ran (HCR_EL2.FMO = 1). None is expected: secure-world
+/// interrupts go to EL3, and moat gives guests no virtual FIQs. Ignore it, boundedly loud.
+#[no_mangle]
+extern "C" fn moat_lower_fiq(_frame: &mut TrapFrame) {
+    guest_warn!(FIQ, "unexpected FIQ at EL2, ignored");
 }
 
 #[no_mangle]

@@ -99,7 +99,7 @@ fn apply_effect(dom: &Domain, effect: Effect) {
             };
             let hw = dom.vgic.lock().hw_intid(0, intid);
             if let (Some(pintid), Some(p)) = (hw, pcpu_of(dom, vcpu)) {
-                crate::gicd().route(pintid, gic::mpidr_to_affinity(crate::mpidr_of(p)));
+                crate::gicd().route(pintid, gic::mpidr_to_irouter(crate::mpidr_of(p)));
             }
         }
         Effect::None

@@ -72,6 +72,9 @@ pub enum VcpuEvent {
     Enter,
     /// PSCI CPU_OFF by this vCPU.
     CpuOff,
+    /// The firmware could not start the physical CPU of an accepted CPU_ON: back to Off,
+    /// so the guest may try again.
+    StartFailed,
     /// The VM is shutting down.
     Stop,
 }
@@ -164,6 +167,7 @@ impl VcpuState {
                 Some(Self::OnPending { entry, context_id })
             }
             (Self::OnPending { .. }, VcpuEvent::Enter) => Some(Self::Running),
+            (Self::OnPending { .. }, VcpuEvent::StartFailed) => Some(Self::Off),
             (Self::Running, VcpuEvent::CpuOff) => Some(Self::Off),
             (Self::Off | Self::OnPending { .. } | Self::Running, VcpuEvent::Stop) => {
                 Some(Self::Stopped)
@@ -309,6 +313,13 @@ impl Vm {
         }
         self.vcpu_event(index, VcpuEvent::Stop)?;
         self.finish_if_all_stopped()
+    }
+
+    /// The firmware refused to start vCPU `index`'s physical CPU after CPU_ON was
+    /// accepted: the vCPU goes back to Off.
+    pub fn start_failed(&mut self, index: usize) -> Result<(), Error> {
+        self.vm_next(VmEvent::VcpuPower)?;
+        self.vcpu_event(index, VcpuEvent::StartFailed)
     }
 
     /// Drop a VM that never started.
@@ -815,5 +826,30 @@ mod tests {
         assert_eq!(p.free(), 2);
         p.assign_pinned(DomainId(1), &[2, 0]).unwrap();
         assert_eq!(p.free(), 0);
+    }
+
+    #[test]
+    fn a_failed_start_returns_the_vcpu_to_off() {
+        let ram = [Range {
+            start: Ipa(0x4000_0000),
+            end: Ipa(0x8000_0000),
+        }];
+        let mut vm = Vm::new(DomainId(0), &[0, 1], &ram).unwrap();
+        vm.start(Ipa(0x4000_0000), 0).unwrap();
+        vm.enter(0).unwrap();
+        let on = Action::StartVcpu {
+            index: 1,
+            entry: Ipa(0x4000_1000),
+            context_id: 7,
+        };
+        vm.apply(0, &on).unwrap();
+        assert!(matches!(vm.vcpus()[1].state, VcpuState::OnPending { .. }));
+        vm.start_failed(1).unwrap();
+        assert_eq!(vm.vcpus()[1].state, VcpuState::Off);
+        // The guest may try again.
+        vm.apply(0, &on).unwrap();
+        // A running vCPU cannot "fail to start".
+        vm.enter(1).unwrap();
+        assert!(vm.start_failed(1).is_err());
     }
 }

@@ -42,6 +42,8 @@ register_bitfields! {u64,
 const L1_SHIFT: u64 = 30;
 /// Blocks below this address are MMIO.
 const DEVICE_LIMIT_GIB: u64 = 1;
+/// The end of the device window, in bytes: MMIO moat drives must lie below it.
+pub const DEVICE_LIMIT: u64 = DEVICE_LIMIT_GIB << L1_SHIFT;
 
 #[repr(C, align(4096))]
 struct Table([u64; 512]);
@@ -92,6 +94,8 @@ pub fn enable() {
             // Physical address size: what the CPU implements.
             + TCR_EL2::PS.val(pa_range.min(5)),
     );
+    // Bits 31 and 23 of TCR_EL2 are RES1 in the non-VHE layout.
+    TCR_EL2.set(TCR_EL2.get() | (1 << 31) | (1 << 23));
     TTBR0_EL2.set(core::ptr::addr_of!(L1) as u64);
     barrier::dsb(barrier::ISHST);
     // SAFETY: invalidating EL2's own TLB entries before the MMU is turned on cannot
@@ -108,8 +112,8 @@ pub fn enable() {
             + SCTLR_EL2::SA::Enable
             // No alignment checks on ordinary data: Rust code may do unaligned accesses.
             + SCTLR_EL2::A::Disable
-            // Writable does not imply execute-never: the image's .text is written by the
-            // loader, never by moat, so WXN buys nothing here.
+            // WXN cannot be on: .text shares its read-write 1 GiB block with all of RAM.
+            // (A finer map with read-only text is future work.)
             + SCTLR_EL2::WXN::Disable,
     );
     barrier::isb(barrier::SY);

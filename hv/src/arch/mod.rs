@@ -59,6 +59,36 @@ pub fn smc(regs: SmcRegs) -> SmcRegs {
     r
 }
 
+/// The generic timer's physical count (CNTPCT_EL0).
+pub fn counter() -> u64 {
+    use tock_registers::interfaces::Readable;
+    aarch64_cpu::registers::CNTPCT_EL0.get()
+}
+
+/// The generic timer's frequency in Hz (CNTFRQ_EL0, set by the firmware).
+pub fn counter_frequency() -> u64 {
+    use tock_registers::interfaces::Readable;
+    aarch64_cpu::registers::CNTFRQ_EL0.get()
+}
+
+/// Clean `[start, start + len)` to the point of coherency, for a reader with its MMU off
+/// (a guest entering with caches off reads memory directly).
+pub fn clean_dcache_range(start: u64, len: u64) {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+    let line = 4u64 << ((ctr >> 16) & 0xf);
+    let mut a = start & !(line - 1);
+    while a < start.saturating_add(len) {
+        // SAFETY: `dc cvac` writes a dirty line back; it changes no data and the address is
+        // mapped (the caller's range lies in RAM, identity-mapped at EL2).
+        unsafe { asm!("dc cvac, {}", in(reg) a, options(nostack)) };
+        a += line;
+    }
+    // SAFETY: a barrier only orders the cleans before what follows.
+    unsafe { asm!("dsb sy", options(nostack)) };
+}
+
 /// Wait for an interrupt (used when a vCPU is off or idle).
 pub fn wfi() {
     // SAFETY: `wfi` only suspends the PE until a wake-up event; no memory effects.

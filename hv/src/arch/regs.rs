@@ -62,7 +62,9 @@ pub fn cnthctl_el2() -> LocalRegisterCopy<u64, CNTHCTL_EL2::Register> {
 /// MDCR_EL2: the guest gets every PMU counter and the debug registers untrapped.
 pub fn mdcr_el2(pmu_counters: u64) -> u64 {
     // HPMN = all counters belong to EL1/EL0 (none reserved for EL2); TPM, TPMCR, TDA,
-    // TDOSA, TDRA = 0: nothing trapped, each vCPU owns its pCPU's PMU and debug state.
+    // TDOSA, TDRA = 0: PMU and debug registers are not trapped, each vCPU owns its pCPU's.
+    // E2PB = E2TB = 0b00 leave the statistical-profiling and trace-buffer controls to EL2
+    // (a guest's access to them traps), which Linux copes with by not using them.
     pmu_counters & 0x1f
 }
 
@@ -72,8 +74,8 @@ pub const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 /// SPSR_EL2 for entering a guest kernel: EL1h with D, A, I, F masked (arm64 boot protocol).
 pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
 
-/// Program this CPU's EL2 controls for running a guest whose vCPU is this pCPU.
-pub fn install_guest_controls() {
+/// Program this CPU's EL2 controls for running vCPU `vcpu` (pinned to this pCPU).
+pub fn install_guest_controls(vcpu: usize) {
     HCR_EL2.set(hcr_el2().get());
     let cptr = cptr_el2();
     // SAFETY: CPTR_EL2 only controls traps of EL0/EL1 (and EL2) FP/SVE/trace accesses;
@@ -85,12 +87,15 @@ pub fn install_guest_controls() {
     // SAFETY: reading PMCR_EL0 at EL2 has no side effects.
     unsafe { core::arch::asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nomem, nostack)) };
     MDCR_EL2.set(mdcr_el2(pmcr >> 11));
-    // The guest sees this CPU's real identity: each vCPU is pinned to one pCPU with the
-    // same MPIDR, so GIC redistributors and caches match what it reads.
+    // The guest sees the CPU model it runs on (MIDR), and the MPIDR of its vCPU index: the
+    // affinity its DT, the vGIC's redistributors and PSCI all use (hv_core::vm::vcpu_mpidr).
     let midr = MIDR_EL1.get();
     // SAFETY: VPIDR_EL2 only changes what EL1 reads from MIDR_EL1.
     unsafe { core::arch::asm!("msr vpidr_el2, {}", in(reg) midr, options(nostack)) };
-    VMPIDR_EL2.set(MPIDR_EL1.get());
+    VMPIDR_EL2.set(hv_core::vm::vmpidr_el2(vcpu));
+    // HSTR_EL2 resets to an UNKNOWN value: no trapping of AArch32 CP15 accesses.
+    // SAFETY: HSTR_EL2 only controls traps of EL1/EL0 AArch32 coprocessor accesses.
+    unsafe { core::arch::asm!("msr hstr_el2, xzr", options(nostack)) };
     // SAFETY: SCTLR_EL1 belongs to the guest, which has not run on this CPU yet.
     unsafe {
         core::arch::asm!("msr sctlr_el1, {}", "isb", in(reg) SCTLR_EL1_RESET, options(nostack))

@@ -66,7 +66,7 @@ moat_vectors:
     // Lower EL, AArch64: the guest.
     VECTOR  moat_lower_sync
     VECTOR  moat_lower_irq
-    VECTOR  moat_lower_unexpected
+    VECTOR  moat_lower_fiq
     VECTOR  moat_lower_serror
     // Lower EL, AArch32: moat guests are AArch64 only (HCR_EL2.RW = 1).
     VECTOR  moat_lower_unexpected
