@@ -127,11 +127,21 @@ fn inject_sync(frame: &mut TrapFrame, esr_el1: u64, far: Option<u64>) {
     const MODE_MASK: u64 = 0xf;
     const EL1H: u64 = 0b0101;
     const EL1T: u64 = 0b0100;
-    let from_el1 = matches!(frame.spsr & MODE_MASK, EL1H | EL1T);
-    let offset = match frame.spsr & MODE_MASK {
-        EL1H => 0x200,
-        EL1T => 0x000,
-        _ => 0x400,
+    /// SPSR.M[4]: the interrupted code was AArch32 (EL0 only: EL1 is AArch64).
+    const AARCH32: u64 = 1 << 4;
+    /// PSTATE.PAN, which exception entry sets when SCTLR_EL1.SPAN is 0.
+    const PAN: u64 = 1 << 22;
+    /// SCTLR_EL1.SPAN.
+    const SPAN: u64 = 1 << 23;
+    let from_el1 = frame.spsr & AARCH32 == 0 && matches!(frame.spsr & MODE_MASK, EL1H | EL1T);
+    let offset = if frame.spsr & AARCH32 != 0 {
+        0x600
+    } else {
+        match frame.spsr & MODE_MASK {
+            EL1H => 0x200,
+            EL1T => 0x000,
+            _ => 0x400,
+        }
     };
     let ec_adjust = if from_el1 { 1 } else { 0 };
     let esr_el1 = if (esr_el1 >> 26) == 0x20 || (esr_el1 >> 26) == 0x24 {
@@ -147,6 +157,13 @@ fn inject_sync(frame: &mut TrapFrame, esr_el1: u64, far: Option<u64>) {
     }
     frame.elr = VBAR_EL1.get().wrapping_add(offset);
     frame.spsr = crate::arch::regs::SPSR_EL1H_MASKED;
+    let sctlr_el1: u64;
+    // SAFETY: reading the guest's SCTLR_EL1 has no side effects.
+    unsafe { core::arch::asm!("mrs {}, sctlr_el1", out(reg) sctlr_el1, options(nomem, nostack)) };
+    // SPAN reads 0 only where FEAT_PAN exists (it is RES1 otherwise).
+    if sctlr_el1 & SPAN == 0 {
+        frame.spsr |= PAN;
+    }
 }
 
 /// IL bit: a 32-bit instruction.
