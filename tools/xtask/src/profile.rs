@@ -376,6 +376,9 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
     println!("OP-TEE log (secure UART): {}", inv.secure_log.display());
     if args.run.is_none() {
         println!("booting; `poweroff` in the guest ends it, Ctrl-] x quits QEMU");
+        if args.hv == Hv::Moat {
+            println!("Ctrl-a three times switches the console's input between dom0 and moat");
+        }
         return qemu::run_interactive(&inv);
     }
     let outcome = qemu::run_captured(
