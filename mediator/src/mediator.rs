@@ -776,26 +776,19 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
             let q = match (cmd, kind) {
                 (abi::OPTEE_MSG_CMD_REGISTER_SHM, ParamKind::Tmem { .. }) if p.is_noncontig() => {
                     let cookie = p.u2;
-                    if v.bufs.contains_key(&cookie) {
-                        return Err(Fault::CookieInUse);
-                    }
-                    if v.bufs.len() as u32 >= self.limits.max_buffers_per_vm {
-                        return Err(Fault::Limit);
-                    }
-                    let t = self.pin(v, mem, trap, p.u0, p.u1, Access::Write)?;
-                    v.bufs.insert(
+                    let (list, buf_ptr) = self.register_buffer(
+                        v,
+                        mem,
+                        trap,
                         cookie,
-                        Buffer {
-                            kind: BufKind::Registered,
-                            state: BufState::Registering,
-                            pinned: t.pinned,
-                        },
-                    );
+                        (p.u0, p.u1),
+                        (BufKind::Registered, BufState::Registering),
+                    )?;
                     call.register = Some(cookie);
-                    call.lists.extend(t.list);
+                    call.lists.extend(list);
                     MsgParam {
                         attr: p.attr,
-                        u0: t.buf_ptr,
+                        u0: buf_ptr,
                         u1: p.u1,
                         u2: cookie,
                     }
@@ -863,6 +856,36 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
             out.params.push(q);
         }
         Ok(out)
+    }
+
+    /// Pin the NONCONTIG guest buffer `(buf_ptr, size)` and record it for this VM under
+    /// `cookie` (which must be new, within the VM's buffer limit). Returns the rebuilt list
+    /// pages and the `buf_ptr` OP-TEE gets.
+    fn register_buffer<G: GuestMemory>(
+        &mut self,
+        v: &mut Vm,
+        mem: &mut G,
+        trap: &mut Trap,
+        cookie: u64,
+        (buf_ptr, size): (u64, u64),
+        (kind, state): (BufKind, BufState),
+    ) -> Result<(Vec<HvPage>, u64), Fault> {
+        if v.bufs.contains_key(&cookie) {
+            return Err(Fault::CookieInUse);
+        }
+        if v.bufs.len() as u32 >= self.limits.max_buffers_per_vm {
+            return Err(Fault::Limit);
+        }
+        let t = self.pin(v, mem, trap, buf_ptr, size, Access::Write)?;
+        v.bufs.insert(
+            cookie,
+            Buffer {
+                kind,
+                state,
+                pinned: t.pinned,
+            },
+        );
+        Ok((t.list, t.buf_ptr))
     }
 
     fn pin<G: GuestMemory>(
@@ -1273,28 +1296,21 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
             return Err(Fault::BadParam);
         }
         let cookie = p.u2;
-        if v.bufs.contains_key(&cookie) {
-            return Err(Fault::CookieInUse);
-        }
-        if v.bufs.len() as u32 >= self.limits.max_buffers_per_vm {
-            return Err(Fault::Limit);
-        }
-        let t = self.pin(v, mem, trap, p.u0, p.u1, Access::Write)?;
-        v.bufs.insert(
+        let (list, buf_ptr) = self.register_buffer(
+            v,
+            mem,
+            trap,
             cookie,
-            Buffer {
-                kind: BufKind::RpcAlloc,
-                state: BufState::Live,
-                pinned: t.pinned,
-            },
-        );
+            (p.u0, p.u1),
+            (BufKind::RpcAlloc, BufState::Live),
+        )?;
         match v.calls.get_mut(&id) {
-            Some(c) => c.lists.extend(t.list),
-            None => free_pages(&mut self.pages, t.list),
+            Some(c) => c.lists.extend(list),
+            None => free_pages(&mut self.pages, list),
         }
         Ok(MsgParam {
             attr: p.attr,
-            u0: t.buf_ptr,
+            u0: buf_ptr,
             u1: p.u1,
             u2: cookie,
         })

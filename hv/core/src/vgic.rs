@@ -501,10 +501,11 @@ impl VcpuSet {
     }
 }
 
-/// The MPIDR affinity of vCPU `i`: Aff0 = i mod 16, Aff1 = i / 16 (as Xen does), so that an
-/// SGI TargetList (16 Aff0 values) reaches every vCPU with RS = 0.
+/// The MPIDR affinity of vCPU `i`: the one mapping the DT, PSCI, the vGIC and VMPIDR_EL2
+/// share ([`crate::vm::vcpu_mpidr`]: Aff0 = i mod 16, Aff1 = i / 16, as Xen does, so that an
+/// SGI TargetList of 16 Aff0 values reaches every vCPU with RS = 0).
 pub const fn vcpu_mpidr(i: u32) -> u64 {
-    (((i / 16) as u64) << 8) | (i % 16) as u64
+    crate::vm::vcpu_mpidr(i as usize)
 }
 
 /// The vCPU with affinity `aff` (Aff3.Aff2.Aff1.Aff0 packed as in MPIDR bits), if any.
