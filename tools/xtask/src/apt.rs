@@ -4,13 +4,17 @@
 //! The machine's `/etc/apt` is never edited and nothing is installed: apt runs with its own
 //! sources list, state and cache directories under `<cache>/apt`, and only *downloads*
 //! binary packages (`apt-get download`) and source packages (`apt-get source
-//! --download-only`). The mirror URIs are read from the machine's own apt sources, so no
+//! --download-only`), and answers the resolver's questions ([`Archive`]) from
+//! `apt-cache madison`, `show` and `showsrc`. The mirror URIs are read from the machine's own apt sources, so no
 //! registry host is written in the repository.
 
-use crate::step::Log;
-use anyhow::{bail, Context, Result};
+use crate::lock::FileHash;
+use crate::resolve::{Archive, Kind};
+use crate::step::{self, Log};
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 
 /// The keyring that signs Debian's archive (it also holds trixie's keys).
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
@@ -140,11 +144,15 @@ pub fn sources_list(mirror: &str, suites: &[String]) -> String {
 /// apt with a private configuration rooted in the cache.
 pub struct PrivateApt {
     root: PathBuf,
-    updated: bool,
+    log: Log,
 }
 
+/// The package lists were refreshed (`apt-get update`) by this xtask process: at most once.
+static REFRESHED: AtomicBool = AtomicBool::new(false);
+
 impl PrivateApt {
-    /// Set up `<cache>/apt` for `suites`, with the mirror read from the machine.
+    /// Set up `<cache>/apt` for `suites`, with the mirror read from the machine. Every apt
+    /// command is appended to `<cache>/apt/apt.log`.
     pub fn new(cache: &Path, suites: &[String]) -> Result<Self> {
         let root = cache.join("apt");
         for d in [
@@ -163,10 +171,8 @@ impl PrivateApt {
             // Stale lists for other sources must not satisfy a lookup.
             let _ = std::fs::remove_file(root.join("state/updated"));
         }
-        Ok(Self {
-            root,
-            updated: false,
-        })
+        let log = Log::append(&root.join("apt.log"))?;
+        Ok(Self { root, log })
     }
 
     /// The `-o` options that make apt private.
@@ -196,143 +202,211 @@ impl PrivateApt {
         c
     }
 
-    /// `apt-get update` on the private lists, once per xtask run and only when needed.
-    fn update(&mut self, log: &mut Log) -> Result<()> {
-        if self.updated {
-            return Ok(());
-        }
-        log.run(self.command("apt-get").args(["-q", "update"]))?;
+    fn update(&mut self) -> Result<()> {
+        println!("==> refreshing the private package lists (apt-get update)");
+        let mut cmd = self.command("apt-get");
+        cmd.args(["-q", "update"]);
+        self.log.run(&mut cmd).with_context(|| {
+            format!(
+                "apt-get update failed; see {} (is the archive reachable?)",
+                self.log.path().display()
+            )
+        })?;
         std::fs::write(self.root.join("state/updated"), "")?;
-        self.updated = true;
+        REFRESHED.store(true, AtomicOrdering::SeqCst);
         Ok(())
     }
 
-    fn ensure_lists(&mut self, log: &mut Log) -> Result<()> {
+    fn ensure_lists(&mut self) -> Result<()> {
         if self.root.join("state/updated").exists() {
             return Ok(());
         }
-        self.update(log)
+        self.update()
     }
 
-    /// Download the binary package `name=version` into `dir` (a no-op when it is there) and
-    /// return the `.deb`'s path.
-    pub fn download(
-        &mut self,
-        dir: &Path,
-        name: &str,
-        version: &str,
-        log: &mut Log,
-    ) -> Result<PathBuf> {
-        std::fs::create_dir_all(dir.join("index"))?;
-        let index = dir
-            .join("index")
-            .join(format!("{name}={}", version.replace(':', "%3a")));
-        if let Ok(file) = std::fs::read_to_string(&index) {
-            let deb = dir.join(file.trim());
-            if deb.exists() {
-                return Ok(deb);
-            }
-        }
-        self.ensure_lists(log)?;
-        let before = list_debs(dir)?;
-        let spec = format!("{name}={version}");
-        let mut attempt = self.command("apt-get");
-        attempt.current_dir(dir).args(["-q", "download", &spec]);
-        if log.run(&mut attempt).is_err() {
-            // The lists may be stale: refresh once and retry before giving up.
-            self.update(log)?;
-            let mut retry = self.command("apt-get");
-            retry.current_dir(dir).args(["-q", "download", &spec]);
-            if let Err(e) = log.run(&mut retry) {
-                let avail = self.madison(name);
-                bail!(
-                    "{e}\n    qemu/stack.toml pins {spec}; the archive offers:\n{avail}    \
-                     update the pin in qemu/stack.toml if the archive moved on"
-                );
-            }
-        }
-        let after = list_debs(dir)?;
-        let new: Vec<&String> = after.iter().filter(|f| !before.contains(f)).collect();
-        let file = match new.as_slice() {
-            [one] => (*one).clone(),
-            _ => {
-                // Already present from an earlier run without an index entry: find it by name.
-                let prefix = format!("{name}_");
-                after
-                    .iter()
-                    .find(|f| f.starts_with(&prefix) && f.contains(&version.replace(':', "%3a")))
-                    .cloned()
-                    .with_context(|| format!("apt-get download {spec} produced no .deb"))?
-            }
-        };
-        std::fs::write(&index, &file)?;
-        Ok(dir.join(file))
-    }
-
-    /// Download and unpack the source package `name=version` into `<dir>/tree` (Debian's
-    /// patches applied by dpkg-source), unless it is already there.
-    pub fn source(
-        &mut self,
-        dir: &Path,
-        name: &str,
-        version: &str,
-        log: &mut Log,
-    ) -> Result<PathBuf> {
-        let tree = dir.join("tree");
-        if dir.join(".complete").exists() {
-            return Ok(tree);
-        }
-        std::fs::create_dir_all(dir)?;
-        self.ensure_lists(log)?;
-        let spec = format!("{name}={version}");
-        log.run(self.command("apt-get").current_dir(dir).args([
-            "-q",
-            "source",
-            "--download-only",
-            &spec,
-        ]))?;
-        let dsc = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "dsc"))
-            .context("apt-get source produced no .dsc")?;
-        if tree.exists() {
-            std::fs::remove_dir_all(&tree)?;
-        }
-        log.run(
-            Command::new("dpkg-source")
-                .current_dir(dir)
-                .arg("-x")
-                .arg(&dsc)
-                .arg(&tree),
-        )?;
-        std::fs::write(dir.join(".complete"), "")?;
-        Ok(tree)
-    }
-
-    fn madison(&self, name: &str) -> String {
-        self.command("apt-cache")
-            .args(["madison", name])
+    /// stdout of an apt query (`apt-cache ...`), which may legitimately print nothing.
+    fn query(&mut self, args: &[&str]) -> Result<String> {
+        self.ensure_lists()?;
+        let mut cmd = self.command("apt-cache");
+        cmd.args(args);
+        let out = cmd
             .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .map(|l| format!("      {l}\n"))
-                    .collect()
-            })
-            .unwrap_or_default()
+            .with_context(|| format!("starting {}", step::show(&cmd)))?;
+        self.log.note(&format!(
+            "{} -> {} bytes",
+            step::show(&cmd),
+            out.stdout.len()
+        ))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 
-fn list_debs(dir: &Path) -> Result<Vec<String>> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        let name = e?.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".deb") {
-            v.push(name);
+impl Archive for PrivateApt {
+    fn offers(&mut self, kind: Kind, name: &str, suite: &str) -> Result<Vec<String>> {
+        let text = self.query(&["madison", name])?;
+        Ok(madison_versions(&text, kind, name, suite))
+    }
+
+    fn index_files(&mut self, kind: Kind, name: &str, version: &str) -> Result<Vec<FileHash>> {
+        let files = match kind {
+            Kind::Binary => {
+                let text = self.query(&["show", &format!("{name}={version}")])?;
+                binary_files(&text, name, version)
+            }
+            Kind::Source => {
+                let text = self.query(&["showsrc", name])?;
+                source_files(&text, name, version)
+            }
+        };
+        files.with_context(|| format!("the archive's index has no files for {name} {version}"))
+    }
+
+    fn depends(&mut self, name: &str, version: &str) -> Result<String> {
+        let text = self.query(&["show", &format!("{name}={version}")])?;
+        stanzas(&text)
+            .into_iter()
+            .find(|s| field(s, "Package") == Some(name) && field(s, "Version") == Some(version))
+            .and_then(|s| field(&s, "Depends").map(str::to_string))
+            .with_context(|| format!("the archive's index has no Depends for {name} {version}"))
+    }
+
+    fn fetch(&mut self, kind: Kind, name: &str, version: &str, into: &Path) -> Result<()> {
+        let spec = format!("{name}={version}");
+        let mut cmd = self.command("apt-get");
+        cmd.current_dir(into);
+        match kind {
+            Kind::Binary => cmd.args(["-q", "download", &spec]),
+            Kind::Source => cmd.args(["-q", "source", "--download-only", &spec]),
+        };
+        let log = self.log.path().display().to_string();
+        self.log
+            .run(&mut cmd)
+            .with_context(|| format!("apt's log: {log}"))
+    }
+
+    fn refresh(&mut self) -> Result<bool> {
+        if REFRESHED.load(AtomicOrdering::SeqCst) {
+            return Ok(false);
+        }
+        self.update()?;
+        Ok(true)
+    }
+}
+
+/// One line of `apt-cache madison`: `name | version | URI suite/component [arch] Packages|Sources`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MadisonLine {
+    pub name: String,
+    pub version: String,
+    pub suite: String,
+    pub kind: Kind,
+}
+
+/// Parse `apt-cache madison` output; lines of another shape are skipped.
+pub fn parse_madison(text: &str) -> Vec<MadisonLine> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split('|').map(str::trim).collect();
+        let [name, version, origin] = cols[..] else {
+            continue;
+        };
+        let words: Vec<&str> = origin.split_whitespace().collect();
+        let (Some(dist), Some(last)) = (words.get(1), words.last()) else {
+            continue;
+        };
+        let kind = match *last {
+            "Packages" => Kind::Binary,
+            "Sources" => Kind::Source,
+            _ => continue,
+        };
+        let suite = dist.split('/').next().unwrap_or(dist);
+        out.push(MadisonLine {
+            name: name.to_string(),
+            version: version.to_string(),
+            suite: suite.to_string(),
+            kind,
+        });
+    }
+    out
+}
+
+/// The versions of `name` of `kind` that `madison` lists in `suite`, deduplicated.
+pub fn madison_versions(text: &str, kind: Kind, name: &str, suite: &str) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for l in parse_madison(text) {
+        if l.kind == kind && l.name == name && l.suite == suite && !v.contains(&l.version) {
+            v.push(l.version);
         }
     }
-    Ok(v)
+    v
+}
+
+/// Split deb822-style control text (`apt-cache show`/`showsrc` output) into stanzas of
+/// (field, value) pairs; continuation lines are appended to their field with a newline.
+pub fn stanzas(text: &str) -> Vec<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut cur: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+        } else if line.starts_with([' ', '\t']) {
+            if let Some((_, v)) = cur.last_mut() {
+                v.push('\n');
+                v.push_str(line.trim());
+            }
+        } else if let Some((k, v)) = line.split_once(':') {
+            cur.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// A field of a stanza.
+pub fn field<'a>(stanza: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    stanza
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// The `.deb` of `name=version` in `apt-cache show` output: its file name and SHA-256.
+pub fn binary_files(text: &str, name: &str, version: &str) -> Option<Vec<FileHash>> {
+    let s = stanzas(text)
+        .into_iter()
+        .find(|s| field(s, "Package") == Some(name) && field(s, "Version") == Some(version))?;
+    let file = field(&s, "Filename")?.rsplit('/').next()?.to_string();
+    let sha = field(&s, "SHA256")?.to_string();
+    Some(vec![FileHash {
+        name: file,
+        sha256: sha,
+    }])
+}
+
+/// The files of source package `name=version` in `apt-cache showsrc` output (its
+/// `Checksums-Sha256` lines: `sha256 size name`).
+pub fn source_files(text: &str, name: &str, version: &str) -> Option<Vec<FileHash>> {
+    let s = stanzas(text)
+        .into_iter()
+        .find(|s| field(s, "Package") == Some(name) && field(s, "Version") == Some(version))?;
+    let files: Vec<FileHash> = field(&s, "Checksums-Sha256")?
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            match w[..] {
+                [sha, _size, file] => Some(FileHash {
+                    name: file.to_string(),
+                    sha256: sha.to_string(),
+                }),
+                _ => None,
+            }
+        })
+        .collect();
+    (!files.is_empty()).then_some(files)
 }
 
 #[cfg(test)]

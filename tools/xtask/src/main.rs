@@ -5,6 +5,8 @@
 //!   cargo xtask qemu  --hv none|moat|xen  [--run CMD]
 //!        |
 //!        +-- host::ensure      apt-get install the host tools that are missing
+//!        +-- resolve::Resolver qemu/stack.toml (intent) through qemu/stack.lock (exact
+//!        |                     versions + SHA-256) into files in the cache
 //!        +-- apt::PrivateApt   arm64 + trixie packages, without touching /etc/apt
 //!        +-- tfa::build        TF-A from Debian's source, with OP-TEE as BL32
 //!        +-- rootfs::build     initramfs: busybox, tee-supplicant, xtest, TAs, modules
@@ -14,20 +16,24 @@
 //! ```
 //!
 //! Every artefact lands in the cache (`~/.cache/moat`, or `$MOAT_CACHE`) under a key
-//! derived from the versions and flags that made it (`step`), so a second run reuses it and
-//! a changed flag rebuilds exactly what it affects.
+//! derived from the resolved packages (version and SHA-256) and flags that made it (`step`),
+//! so a second run reuses it and a changed flag or package rebuilds exactly what it affects.
 
 mod apt;
 mod cpio;
+mod debver;
 mod dtb;
 mod host;
+mod lock;
 mod moat;
 mod paths;
 mod profile;
 mod qemu;
+mod resolve;
 mod rootfs;
 mod scenario;
 mod stack;
+mod stack_cmd;
 mod step;
 mod tfa;
 mod xen;
@@ -57,6 +63,13 @@ enum Cmd {
     Lint,
     /// Print the cache directory and what it holds.
     Cache,
+    /// The third-party stack's lock (qemu/stack.lock): `update` re-resolves every part of
+    /// qemu/stack.toml to the newest version its suite offers and rewrites the lock; `check`
+    /// lists the lock entries the archive no longer has (exit 1 when there are any).
+    Stack {
+        #[command(subcommand)]
+        cmd: stack_cmd::StackCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +79,7 @@ fn main() -> ExitCode {
         Cmd::Test(args) => scenario::test(&args),
         Cmd::Lint => lint().map(|()| 0),
         Cmd::Cache => cache_info().map(|()| 0),
+        Cmd::Stack { cmd } => stack_cmd::run(&cmd),
     };
     match result {
         Ok(code) => ExitCode::from(code),

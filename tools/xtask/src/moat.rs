@@ -5,7 +5,7 @@
 //! it incrementally, and objcopy turns the ELF into the raw arm64 Image that TF-A enters
 //! as BL33 (the ELF stays next to it for gdb).
 
-use crate::profile::{prepare_common, Prepared};
+use crate::profile::{prepare_common, Ctx, Prepared};
 use crate::qemu::Machine;
 use crate::stack::OpteeFlavour;
 use crate::{paths, step};
@@ -66,8 +66,18 @@ pub fn build() -> Result<(PathBuf, PathBuf)> {
 
 /// Everything `--hv moat` boots, with the NS-virtualized OP-TEE unless `optee` says
 /// otherwise (the plain build shows moat refusing trusted-OS calls without a mediator).
-pub fn prepare(machine: &Machine, optee: Option<OpteeFlavour>) -> Result<Prepared> {
-    let c = prepare_common(optee.unwrap_or(OpteeFlavour::Virtualized), machine)?;
+pub fn prepare(
+    ctx: &mut Ctx,
+    machine: &Machine,
+    optee: Option<OpteeFlavour>,
+    kernel: Option<&str>,
+) -> Result<Prepared> {
+    let c = prepare_common(
+        ctx,
+        optee.unwrap_or(OpteeFlavour::Virtualized),
+        machine,
+        kernel,
+    )?;
     let (image, elf) = build()?;
     println!(
         "moat image: {} (ELF with symbols: {})",
@@ -75,14 +85,9 @@ pub fn prepare(machine: &Machine, optee: Option<OpteeFlavour>) -> Result<Prepare
         elf.display()
     );
     Ok(Prepared {
-        machine: machine.clone(),
-        bios: c.bios,
-        dtb_base: c.dtb_base,
-        kernel: c.kernel,
-        initramfs: c.initramfs,
         hypervisor: Some(image),
         hv_bootargs: hv_bootargs(machine),
-        linux_bootargs: "console=ttyAMA0 rdinit=/init".into(),
+        ..c.into_prepared(ctx, machine)
     })
 }
 

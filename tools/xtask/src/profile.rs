@@ -18,7 +18,10 @@
 
 use crate::apt::PrivateApt;
 use crate::dtb::{self, Chosen, Module};
+use crate::lock::Lock;
 use crate::qemu::{self, Console, Invocation, Machine, Outcome, Verdict};
+use crate::resolve::{self, Resolved, Resolver};
+use crate::rootfs::Kernel;
 use crate::stack::{OpteeFlavour, Stack};
 use crate::{host, paths, rootfs, tfa};
 use anyhow::{bail, ensure, Result};
@@ -102,6 +105,46 @@ pub struct QemuArgs {
     /// `moat-xl-domu [CMD]` boots a domU with tee="optee".
     #[arg(long)]
     pub xen_toolstack: bool,
+    /// The guest kernel's series, one of qemu/stack.toml's `kernel.series` (6.1: bookworm's,
+    /// the default; 6.12: trixie's).
+    #[arg(long, value_name = "SERIES")]
+    pub kernel: Option<String>,
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
+
+/// How the stack is resolved (every command that builds or boots takes these).
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct StackArgs {
+    /// Use exactly qemu/stack.lock: a locked package the archive no longer has is an error
+    /// instead of a fallback to the newest version that satisfies qemu/stack.toml.
+    #[arg(long)]
+    pub locked: bool,
+}
+
+/// What every preparation of one xtask run shares: the manifest, the cache and the resolver
+/// (which resolves each part once and remembers it for the rest of the run).
+pub struct Ctx {
+    pub stack: Stack,
+    pub cache: PathBuf,
+    pub res: Resolver<PrivateApt>,
+}
+
+impl Ctx {
+    /// Load the manifest and the lock, install missing host tools, set up the private apt.
+    pub fn new(args: &StackArgs) -> Result<Self> {
+        Self::with_lock(args, Lock::load()?)
+    }
+
+    pub fn with_lock(args: &StackArgs, lock: Lock) -> Result<Self> {
+        let stack = Stack::load()?;
+        host::ensure(&stack)?;
+        let cache = paths::cache_dir()?;
+        println!("cache: {}", cache.display());
+        let apt = PrivateApt::new(&cache, &stack.suites())?;
+        let res = Resolver::new(apt, lock, &cache, args.locked, stack.suites());
+        Ok(Self { stack, cache, res })
+    }
 }
 
 /// Everything a boot needs, built or taken from the cache.
@@ -118,65 +161,92 @@ pub struct Prepared {
     pub hv_bootargs: String,
     /// Linux's command line (`bootargs`, or `xen,dom0-bootargs` under a hypervisor).
     pub linux_bootargs: String,
+    /// Every third-party part this boot uses, as resolved (written as `stack.resolved`).
+    pub resolved: Vec<Resolved>,
 }
 
-/// The firmware, kernel, initramfs and DTB shared by every profile, plus what a profile
-/// needs to build its own pieces (the stack, the cache, the private apt).
+/// The firmware, kernel, initramfs and DTB shared by every profile.
 pub struct Common {
     pub bios: PathBuf,
-    pub kernel: PathBuf,
+    pub kernel: Kernel,
     pub initramfs: PathBuf,
     pub dtb_base: PathBuf,
-    pub stack: Stack,
-    pub cache: PathBuf,
-    pub apt: PrivateApt,
 }
 
-/// Build (or reuse) what every profile needs, for one OP-TEE flavour.
-pub fn prepare_common(flavour: OpteeFlavour, machine: &Machine) -> Result<Common> {
-    let stack = Stack::load()?;
-    host::ensure(&stack)?;
-    let cache = paths::cache_dir()?;
-    println!("cache: {}", cache.display());
-    let mut apt = PrivateApt::new(&cache, &stack.suites)?;
-    let optee_root = tfa::optee(&cache, &mut apt, &stack)?;
-    let bios = tfa::build(&cache, &mut apt, &stack, &optee_root, flavour)?;
-    let (kernel, modules) = rootfs::kernel(&cache, &mut apt, &stack)?;
-    let initramfs = rootfs::initramfs(&cache, &mut apt, &stack, flavour, &optee_root, &modules)?;
-    let dtb_base = dtb::base(&cache, machine, &bios)?;
+impl Common {
+    /// A [`Prepared`] with no hypervisor, carrying every part resolved since
+    /// [`prepare_common`] began (call it last, after a profile resolved its own parts).
+    pub fn into_prepared(self, ctx: &mut Ctx, machine: &Machine) -> Prepared {
+        Prepared {
+            machine: machine.clone(),
+            bios: self.bios,
+            dtb_base: self.dtb_base,
+            kernel: self.kernel.image,
+            initramfs: self.initramfs,
+            hypervisor: None,
+            hv_bootargs: String::new(),
+            linux_bootargs: "console=ttyAMA0 rdinit=/init".into(),
+            resolved: ctx.res.take_used(),
+        }
+    }
+}
+
+/// Build (or reuse) what every profile needs, for one OP-TEE flavour and kernel series.
+pub fn prepare_common(
+    ctx: &mut Ctx,
+    flavour: OpteeFlavour,
+    machine: &Machine,
+    kernel: Option<&str>,
+) -> Result<Common> {
+    let series = ctx.stack.kernel_series(kernel)?.to_string();
+    ctx.res.take_used();
+    let optee = tfa::optee(ctx)?;
+    let bios = tfa::build(ctx, &optee, flavour)?;
+    let kernel = rootfs::kernel(ctx, &series)?;
+    let initramfs = rootfs::initramfs(ctx, flavour, &optee, &kernel)?;
+    let dtb_base = dtb::base(&ctx.cache, machine, &bios)?;
     Ok(Common {
         bios,
         kernel,
         initramfs,
         dtb_base,
-        stack,
-        cache,
-        apt,
     })
 }
 
-/// Build (or reuse) the pieces for `hv` on `machine`, optionally with another OP-TEE build
-/// than the profile's own (moat and none only).
-pub fn prepare_with(hv: Hv, machine: &Machine, optee: Option<OpteeFlavour>) -> Result<Prepared> {
-    if optee.is_some() && hv == Hv::Xen {
+/// What to boot besides the profile and the board.
+#[derive(Clone, Debug, Default)]
+pub struct Choice {
+    /// Another OP-TEE build than the profile's own (moat and none only).
+    pub optee: Option<OpteeFlavour>,
+    /// The kernel series (None: the manifest's default).
+    pub kernel: Option<String>,
+    /// `--hv xen`'s build and toolstack.
+    pub xen: crate::xen::Options,
+}
+
+/// Build (or reuse) the pieces for `hv` on `machine`.
+pub fn prepare(ctx: &mut Ctx, hv: Hv, machine: &Machine, choice: &Choice) -> Result<Prepared> {
+    if choice.optee.is_some() && hv == Hv::Xen {
         bail!("--optee applies to --hv moat and --hv none");
     }
-    match hv {
-        Hv::None => {}
-        Hv::Moat => return crate::moat::prepare(machine, optee),
-        Hv::Xen => return crate::xen::prepare(machine, crate::xen::Options::default()),
+    let xen_default = choice.xen.flavour == crate::xen::Flavour::Release && !choice.xen.toolstack;
+    if hv != Hv::Xen && !xen_default {
+        bail!("--xen-debug and --xen-toolstack need --hv xen");
     }
-    let c = prepare_common(optee.unwrap_or(hv.optee_flavour()), machine)?;
-    Ok(Prepared {
-        machine: machine.clone(),
-        bios: c.bios,
-        dtb_base: c.dtb_base,
-        kernel: c.kernel,
-        initramfs: c.initramfs,
-        hypervisor: None,
-        hv_bootargs: String::new(),
-        linux_bootargs: "console=ttyAMA0 rdinit=/init".into(),
-    })
+    let kernel = choice.kernel.as_deref();
+    match hv {
+        Hv::None => {
+            let c = prepare_common(
+                ctx,
+                choice.optee.unwrap_or(hv.optee_flavour()),
+                machine,
+                kernel,
+            )?;
+            Ok(c.into_prepared(ctx, machine))
+        }
+        Hv::Moat => crate::moat::prepare(ctx, machine, choice.optee, kernel),
+        Hv::Xen => crate::xen::prepare(ctx, machine, choice.xen, kernel),
+    }
 }
 
 /// The images of one boot and their sizes in bytes.
@@ -283,6 +353,10 @@ pub fn invocation(
         ),
     };
     dtb::with_chosen(&p.dtb_base, &dtb, &chosen)?;
+    std::fs::write(
+        dir.join("stack.resolved"),
+        resolve::record_text(&p.resolved),
+    )?;
     Ok(Invocation {
         machine: p.machine.clone(),
         bios: p.bios.clone(),
@@ -327,22 +401,19 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
         mem_mib: args.mem,
         el2: true,
     };
-    let p = match args.hv {
-        Hv::Xen => {
-            let opts = crate::xen::Options {
-                flavour: match args.xen_debug {
-                    true => crate::xen::Flavour::Debug,
-                    false => crate::xen::Flavour::Release,
-                },
-                toolstack: args.xen_toolstack,
-            };
-            crate::xen::prepare(&machine, opts)?
-        }
-        _ if args.xen_debug || args.xen_toolstack => {
-            bail!("--xen-debug and --xen-toolstack need --hv xen")
-        }
-        hv => prepare_with(hv, &machine, args.optee)?,
+    let choice = Choice {
+        optee: args.optee,
+        kernel: args.kernel.clone(),
+        xen: crate::xen::Options {
+            flavour: match args.xen_debug {
+                true => crate::xen::Flavour::Debug,
+                false => crate::xen::Flavour::Release,
+            },
+            toolstack: args.xen_toolstack,
+        },
     };
+    let mut ctx = Ctx::new(&args.stack)?;
+    let p = prepare(&mut ctx, args.hv, &machine, &choice)?;
     let mut p = p;
     if let Some(what) = &args.trace {
         anyhow::ensure!(args.hv == Hv::Moat, "--trace is a moat option");
@@ -374,6 +445,7 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
     }
     println!("console log: {}", console_log.display());
     println!("OP-TEE log (secure UART): {}", inv.secure_log.display());
+    println!("stack used: {}", dir.join("stack.resolved").display());
     if args.run.is_none() {
         println!("booting; `poweroff` in the guest ends it, Ctrl-] x quits QEMU");
         if args.hv == Hv::Moat {

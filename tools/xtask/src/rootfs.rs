@@ -5,48 +5,99 @@
 //! trusted-keys and remoteproc TAs from `optee-os-dev`, matching the OP-TEE flavour), the
 //! C library they need, the TEE kernel modules and `qemu/rootfs/init`.
 
-use crate::apt::PrivateApt;
 use crate::cpio;
-use crate::stack::{OpteeFlavour, Stack};
+use crate::profile::Ctx;
+use crate::stack::OpteeFlavour;
 use crate::step::{self, Key};
-use anyhow::{Context, Result};
+use crate::tfa::OpteeRoot;
+use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The kernel package, unpacked: returns (Image path, modules root /lib/modules/<release>).
-pub fn kernel(cache: &Path, apt: &mut PrivateApt, stack: &Stack) -> Result<(PathBuf, PathBuf)> {
-    let k = &stack.kernel;
-    let key = Key::new("kernel")
-        .with("package", &k.package)
-        .with("version", &k.version)
-        .with("modules", k.modules.join(" "));
-    let debs = cache.join("debs");
-    let dir = step::cached(
-        cache,
-        &key,
-        &format!("Linux {} ({})", k.release, k.version),
-        |out, log| {
-            let deb = apt.download(&debs, &k.package, &k.version, log)?;
-            let x = out.join("x");
-            log.run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x))?;
-            std::fs::rename(
-                x.join(format!("boot/vmlinuz-{}", k.release)),
-                out.join("Image"),
-            )
-            .context("the kernel package has no /boot/vmlinuz-<release>")?;
-            // Keep only the modules /init loads: the full tree is 300 MB.
-            for m in &k.modules {
-                let src = x.join("lib/modules").join(&k.release).join(m);
-                let dst = out.join("modules").join(m);
-                std::fs::create_dir_all(dst.parent().unwrap_or(out))?;
-                std::fs::copy(&src, &dst)
-                    .with_context(|| format!("module {m} not in {}", k.package))?;
+/// A guest kernel, unpacked from its resolved package.
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    /// The uncompressed arm64 Image.
+    pub image: PathBuf,
+    /// The modules any profile loads (the TEE driver, Xen's device modules), decompressed,
+    /// at their paths relative to the modules directory (`kernel/drivers/tee/tee.ko`).
+    pub modules: PathBuf,
+    /// `uname -r`, derived from the package name (`linux-image-<release>`).
+    pub release: String,
+    /// The resolved package's version and hash, for the keys of steps that use the kernel.
+    pub key: String,
+}
+
+/// `uname -r` of a kernel package: its name without `linux-image-`.
+pub fn release_of(package: &str) -> Result<&str> {
+    match package.strip_prefix("linux-image-") {
+        Some(r) if !r.is_empty() => Ok(r),
+        _ => bail!("{package} is not a linux-image-<release> package"),
+    }
+}
+
+/// Where a module of the manifest (`kernel/drivers/tee/tee.ko`) is in an unpacked kernel
+/// package: under `lib/modules/<release>` (bookworm) or `usr/lib/modules/<release>`
+/// (trixie), as `.ko` or compressed `.ko.xz`.
+pub fn find_module(unpacked: &Path, release: &str, module: &str) -> Option<PathBuf> {
+    for base in ["lib/modules", "usr/lib/modules"] {
+        for ext in ["", ".xz"] {
+            let p = unpacked
+                .join(base)
+                .join(release)
+                .join(format!("{module}{ext}"));
+            if p.is_file() {
+                return Some(p);
             }
-            std::fs::remove_dir_all(&x)?;
-            Ok(())
-        },
-    )?;
-    Ok((dir.join("Image"), dir.join("modules")))
+        }
+    }
+    None
+}
+
+/// The kernel of `series`, unpacked: its Image and the modules the manifest names.
+pub fn kernel(ctx: &mut Ctx, series: &str) -> Result<Kernel> {
+    let want = ctx.stack.want_kernel(series)?;
+    let deb = ctx.res.resolve(&want)?;
+    let release = release_of(&deb.package)?.to_string();
+    let mut modules = ctx.stack.kernel.modules.clone();
+    modules.extend(ctx.stack.xen.toolstack_modules.iter().cloned());
+    let key = Key::new("kernel")
+        .with("deb", deb.key())
+        .with("modules", modules.join(" "));
+    let title = format!("Linux {release} ({})", deb.version);
+    let dir = step::cached(&ctx.cache, &key, &title, |out, log| {
+        let x = out.join("x");
+        log.run(Command::new("dpkg-deb").arg("-x").arg(deb.path()).arg(&x))?;
+        std::fs::rename(x.join(format!("boot/vmlinuz-{release}")), out.join("Image"))
+            .with_context(|| format!("{} has no /boot/vmlinuz-{release}", deb.package))?;
+        let image = std::fs::read(out.join("Image"))?;
+        anyhow::ensure!(
+            crate::xen::is_arm64_image(&image),
+            "/boot/vmlinuz-{release} of {} is not an uncompressed arm64 Image",
+            deb.package
+        );
+        // Keep only the modules a profile loads: the full tree is 300 MB.
+        for m in &modules {
+            let src = find_module(&x, &release, m)
+                .with_context(|| format!("module {m} (or {m}.xz) is not in {}", deb.package))?;
+            let dst = out.join("modules").join(m);
+            std::fs::create_dir_all(dst.parent().unwrap_or(out))?;
+            if src.extension().is_some_and(|e| e == "xz") {
+                let file = std::fs::File::create(&dst)?;
+                log.run(Command::new("xz").arg("-dc").arg(&src).stdout(file))?;
+            } else {
+                std::fs::copy(&src, &dst)?;
+            }
+        }
+        std::fs::remove_dir_all(&x)?;
+        Ok(())
+    })?;
+    Ok(Kernel {
+        image: dir.join("Image"),
+        modules: dir.join("modules"),
+        release,
+        key: deb.key(),
+    })
 }
 
 /// Paths pruned from the unpacked user-space packages: documentation and locale data the
@@ -58,34 +109,37 @@ const PRUNE: &[&str] = &[
     "etc/ld.so.conf.d",
 ];
 
-/// Build the initramfs for `flavour` and return its path.
+/// Build the initramfs for `flavour` with `kernel`'s modules and return its path.
 pub fn initramfs(
-    cache: &Path,
-    apt: &mut PrivateApt,
-    stack: &Stack,
+    ctx: &mut Ctx,
     flavour: OpteeFlavour,
-    optee_root: &Path,
-    modules: &Path,
+    optee: &OpteeRoot,
+    kernel: &Kernel,
 ) -> Result<PathBuf> {
     let init = crate::paths::workspace_root().join("qemu/rootfs/init");
+    let debs = ctx
+        .stack
+        .want_userspace()
+        .iter()
+        .map(|w| ctx.res.resolve(w))
+        .collect::<Result<Vec<_>>>()?;
+    let stack = &ctx.stack;
     let mut key = Key::new("initramfs")
-        .with(
-            "kernel",
-            format!("{} {}", stack.kernel.package, stack.kernel.version),
-        )
+        .with("kernel", &kernel.key)
         .with("modules", stack.kernel.modules.join(" "))
-        .with("optee", format!("{} {flavour:?}", stack.optee.version))
+        .with("optee", format!("{} {flavour:?}", optee.key))
         .with_file("init", &init)?;
-    for (p, v) in &stack.userspace {
-        key = key.with(p, v);
+    for d in &debs {
+        key = key.with("deb", d.key());
     }
-    let debs = cache.join("debs");
-    let title = format!("initramfs ({flavour:?} OP-TEE TAs)");
-    let dir = step::cached(cache, &key, &title, |out, log| {
+    let title = format!(
+        "initramfs ({flavour:?} OP-TEE TAs, Linux {})",
+        kernel.release
+    );
+    let dir = step::cached(&ctx.cache, &key, &title, |out, log| {
         let root = out.join("root");
-        for (pkg, ver) in &stack.userspace {
-            let deb = apt.download(&debs, pkg, ver, log)?;
-            log.run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+        for d in &debs {
+            log.run(Command::new("dpkg-deb").arg("-x").arg(d.path()).arg(&root))?;
         }
         for p in PRUNE {
             let p = root.join(p);
@@ -111,7 +165,8 @@ pub fn initramfs(
             std::fs::create_dir_all(root.join(d))?;
         }
         let ta_dst = root.join("usr/lib/optee_armtz");
-        let ta_src = optee_root
+        let ta_src = optee
+            .root
             .join("usr/lib/optee-os-dev")
             .join(stack.optee_dir(flavour))
             .join("ta");
@@ -122,13 +177,13 @@ pub fn initramfs(
             let e = e?;
             std::fs::copy(e.path(), ta_dst.join(e.file_name()))?;
         }
-        let mod_dst = root.join("usr/lib/modules").join(&stack.kernel.release);
+        let mod_dst = root.join("usr/lib/modules").join(&kernel.release);
         let mut list = String::new();
         for m in &stack.kernel.modules {
             let dst = mod_dst.join(m);
             std::fs::create_dir_all(dst.parent().unwrap_or(&mod_dst))?;
-            std::fs::copy(modules.join(m), &dst)?;
-            list.push_str(&format!("{}/{m}\n", stack.kernel.release));
+            std::fs::copy(kernel.modules.join(m), &dst)?;
+            list.push_str(&format!("{}/{m}\n", kernel.release));
         }
         std::fs::write(root.join("etc/moat/modules"), list)?;
         std::fs::copy(&init, root.join("init"))?;
@@ -154,6 +209,33 @@ pub fn run_overlay(cmd: &str) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modules_are_found_in_either_layout_and_compression() {
+        let d = std::env::temp_dir().join(format!("moat-modules-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let old = d.join("lib/modules/6.1.0-50-arm64/kernel/drivers/tee");
+        let new = d.join("usr/lib/modules/6.12.117+deb13-arm64/kernel/drivers/tee");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::create_dir_all(&new).unwrap();
+        std::fs::write(old.join("tee.ko"), "").unwrap();
+        std::fs::write(new.join("tee.ko.xz"), "").unwrap();
+        let m = "kernel/drivers/tee/tee.ko";
+        assert_eq!(
+            find_module(&d, "6.1.0-50-arm64", m),
+            Some(old.join("tee.ko"))
+        );
+        assert_eq!(
+            find_module(&d, "6.12.117+deb13-arm64", m),
+            Some(new.join("tee.ko.xz"))
+        );
+        assert_eq!(find_module(&d, "6.1.0-50-arm64", "kernel/x.ko"), None);
+        assert_eq!(
+            release_of("linux-image-6.1.0-50-arm64").unwrap(),
+            "6.1.0-50-arm64"
+        );
+        assert!(release_of("linux-headers-6.1").is_err());
+    }
 
     #[test]
     fn the_run_overlay_holds_the_command() {

@@ -25,6 +25,8 @@ pub struct TestArgs {
     pub scenarios_only: bool,
     /// Run only scenarios whose name contains one of these words.
     pub filter: Vec<String>,
+    #[command(flatten)]
+    pub stack: crate::profile::StackArgs,
 }
 
 /// One scenario file.
@@ -78,6 +80,14 @@ pub struct Scenario {
     /// Regexes that fail the scenario at once if a console line matches.
     #[serde(default)]
     pub forbid: Vec<String>,
+    /// The guest kernel's series (qemu/stack.toml's `kernel.series`); default: the manifest's.
+    #[serde(default)]
+    pub kernel: Option<String>,
+    /// Lock ids whose locked version is replaced by one that does not exist, to exercise the
+    /// fallback: each must resolve to the newest version in its suite with exactly one
+    /// warning, and `stack.resolved` must record the fallback.
+    #[serde(default)]
+    pub drift: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -212,24 +222,83 @@ pub fn judge(
     Ok(problems)
 }
 
+/// The version a drift scenario writes into the lock: sorts just below the locked one and
+/// exists nowhere.
+pub fn drifted(version: &str) -> String {
+    format!("{version}~moat-drift")
+}
+
+/// Problems of a drift scenario's resolution: each drifted id must have fallen back, with a
+/// warning that names its package, and nothing else may have warned.
+pub fn judge_drift(drift: &[String], resolved: &[crate::resolve::Resolved]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut warned = std::collections::BTreeSet::new();
+    for r in resolved {
+        if r.warning.is_some() && !warned.insert(r.id.clone()) {
+            problems.push(format!("{} warned more than once", r.id));
+        }
+    }
+    for id in drift {
+        match resolved.iter().find(|r| &r.id == id) {
+            None => problems.push(format!("{id} was not resolved by this boot")),
+            Some(r) => {
+                if !matches!(r.origin, crate::resolve::Origin::Fallback { .. }) {
+                    problems.push(format!("{id} did not fall back ({:?})", r.origin));
+                }
+                if !r.warning.as_deref().is_some_and(|w| w.contains(&r.package)) {
+                    problems.push(format!("{id}: no warning naming {}", r.package));
+                }
+                if !r.record().contains("FALLBACK from locked") {
+                    problems.push(format!("{id}: stack.resolved does not record the fallback"));
+                }
+            }
+        }
+    }
+    for id in &warned {
+        if !drift.contains(id) {
+            problems.push(format!("unexpected warning for {id}"));
+        }
+    }
+    problems
+}
+
 /// Boot one scenario and judge it. Returns the problems found.
-fn run_one(s: &Scenario) -> Result<Vec<String>> {
+fn run_one(ctx: &mut profile::Ctx, s: &Scenario) -> Result<Vec<String>> {
     let machine = Machine {
         smp: s.smp,
         mem_mib: s.mem,
         el2: s.el2,
     };
-    let mut p = match (s.hv, s.xen_toolstack) {
-        (HvName::Xen, true) => crate::xen::prepare(
-            &machine,
-            crate::xen::Options {
-                flavour: crate::xen::Flavour::Release,
-                toolstack: true,
-            },
-        )?,
-        (_, true) => anyhow::bail!("scenario {}: xen_toolstack needs hv = \"xen\"", s.name),
-        _ => profile::prepare_with(s.hv.into(), &machine, s.optee)?,
+    if s.xen_toolstack && s.hv != HvName::Xen {
+        anyhow::bail!("scenario {}: xen_toolstack needs hv = \"xen\"", s.name);
+    }
+    let choice = profile::Choice {
+        optee: s.optee,
+        kernel: s.kernel.clone(),
+        xen: crate::xen::Options {
+            flavour: crate::xen::Flavour::Release,
+            toolstack: s.xen_toolstack,
+        },
     };
+    let mut drift_ctx;
+    let ctx = if s.drift.is_empty() {
+        ctx
+    } else {
+        // A resolver of its own, over a lock with the drifted entries.
+        drift_ctx = profile::Ctx::new(&crate::profile::StackArgs::default())?;
+        for id in &s.drift {
+            let v = drift_ctx
+                .res
+                .lock_entry(id)
+                .with_context(|| format!("scenario {}: qemu/stack.lock has no {id}", s.name))?
+                .version
+                .clone();
+            drift_ctx.res.override_locked_version(id, &drifted(&v))?;
+        }
+        &mut drift_ctx
+    };
+    let mut p = profile::prepare(ctx, s.hv.into(), &machine, &choice)?;
+    let drift_problems = judge_drift(&s.drift, &p.resolved);
     if let Some(extra) = &s.hv_args {
         p.hv_bootargs = format!("{} {extra}", p.hv_bootargs).trim().to_string();
     }
@@ -264,7 +333,9 @@ fn run_one(s: &Scenario) -> Result<Vec<String>> {
     )?;
     let secure =
         String::from_utf8_lossy(&std::fs::read(&inv.secure_log).unwrap_or_default()).into_owned();
-    judge(s, &finished, &console, &secure)
+    let mut problems = drift_problems;
+    problems.extend(judge(s, &finished, &console, &secure)?);
+    Ok(problems)
 }
 
 fn host_tests() -> Result<()> {
@@ -300,6 +371,7 @@ pub fn test(args: &TestArgs) -> Result<u8> {
         host_tests()?;
     }
     let all = Scenario::load_all()?;
+    let mut ctx = profile::Ctx::new(&args.stack)?;
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for s in &all {
         let selected =
@@ -310,7 +382,9 @@ pub fn test(args: &TestArgs) -> Result<u8> {
         }
         println!("==> scenario {}: {}", s.name, s.description);
         let start = Instant::now();
-        let problems = run_one(s)?;
+        // A scenario whose preparation fails (a download, a build) fails alone.
+        let problems =
+            run_one(&mut ctx, s).unwrap_or_else(|e| vec![format!("preparation failed: {e:#}")]);
         let secs = start.elapsed().as_secs_f64();
         let logs = paths::workspace_root()
             .join("target/moat")

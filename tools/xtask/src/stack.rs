@@ -1,24 +1,39 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! The pinned third-party stack, read from `qemu/stack.toml`.
+//! The third-party stack's manifest of intent, read from `qemu/stack.toml`.
+//!
+//! The manifest says *what* the stack is made of: each part's Debian package, its suite and
+//! a version constraint ([`crate::debver::satisfies`]), plus the build flags. What each part
+//! resolved to (exact version, files, SHA-256) lives in `qemu/stack.lock` ([`crate::lock`]);
+//! [`crate::resolve`] turns a [`Want`] and its lock entry into files in the cache.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// Everything `qemu/stack.toml` pins.
+/// Everything `qemu/stack.toml` says.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stack {
-    /// Debian suites the private apt configuration lists.
-    pub suites: Vec<String>,
     /// Host tools: a binary name or absolute path -> the Debian package providing it.
     pub host: BTreeMap<String, String>,
     pub tfa: Tfa,
     pub optee: Optee,
     pub kernel: Kernel,
     pub xen: Xen,
-    /// Guest user-space packages: name -> exact version.
-    pub userspace: BTreeMap<String, String>,
+    /// Guest user-space packages (arm64).
+    pub userspace: BTreeMap<String, Pin>,
+}
+
+/// A binary package's suite and version constraint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    pub suite: String,
+    /// An upstream version or series, optionally with an epoch (`1:1.37.0`).
+    pub version: String,
+    /// Why this suite and version.
+    #[serde(default)]
+    pub why: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -26,7 +41,9 @@ pub struct Stack {
 pub struct Tfa {
     /// Debian source package name.
     pub source: String,
+    pub suite: String,
     pub version: String,
+    pub why: String,
     /// `make` variables, `NAME=value`.
     pub flags: Vec<String>,
 }
@@ -36,7 +53,9 @@ pub struct Tfa {
 pub struct Optee {
     pub package: String,
     pub dev_package: String,
+    pub suite: String,
     pub version: String,
+    pub why: String,
     /// Directory name of the plain build under /usr/lib/optee.
     pub plain: String,
     /// Directory name of the NS-virtualization build under /usr/lib/optee.
@@ -46,12 +65,21 @@ pub struct Optee {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Kernel {
-    pub package: String,
-    pub version: String,
-    /// `uname -r`: names /boot/vmlinuz-<release> and /lib/modules/<release>.
-    pub release: String,
-    /// Modules (relative to /lib/modules/<release>) that /init loads, in order.
+    /// The series booted when `--kernel` is not given.
+    pub default: String,
+    /// Modules (relative to the modules directory) that /init loads, in order.
     pub modules: Vec<String>,
+    /// ABI series (`6.1`, `6.12`) -> where its kernel comes from.
+    pub series: BTreeMap<String, KernelSeries>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSeries {
+    pub suite: String,
+    /// The suite's metapackage whose dependency names the ABI's kernel package.
+    pub metapackage: String,
+    pub why: String,
 }
 
 /// Stock Xen (`--hv xen`), built from Debian's source package.
@@ -60,17 +88,19 @@ pub struct Kernel {
 pub struct Xen {
     /// Debian source package name.
     pub source: String,
+    pub suite: String,
     pub version: String,
+    pub why: String,
     /// Kconfig lines, `CONFIG_NAME=value`, applied over arm64 defconfig.
     pub config: Vec<String>,
     /// Kconfig lines added for the debug flavour.
     pub debug_config: Vec<String>,
     /// Our own patches, relative to `qemu/xen/`, applied in order with `patch -p1`.
     pub patches: Vec<String>,
-    /// Kernel modules (relative to /lib/modules/<release>) the toolstack needs in dom0.
+    /// Kernel modules (relative to the modules directory) the toolstack needs in dom0.
     pub toolstack_modules: Vec<String>,
-    /// Xen's toolstack for dom0 and its libraries: arm64 package -> exact version.
-    pub toolstack: BTreeMap<String, String>,
+    /// Xen's toolstack for dom0 and its libraries (arm64).
+    pub toolstack: BTreeMap<String, Pin>,
 }
 
 /// Which OP-TEE build a profile boots.
@@ -83,8 +113,42 @@ pub enum OpteeFlavour {
     Virtualized,
 }
 
+/// How a part is fetched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum What {
+    /// A binary package (arm64 or all), by name.
+    Deb(String),
+    /// A source package, by name (`apt-get source`).
+    Dsc(String),
+    /// A kernel found through a metapackage's dependency (`linux-image-arm64` ->
+    /// `linux-image-6.1.0-NN-arm64`).
+    Kernel { metapackage: String },
+}
+
+/// One part of the stack as the manifest asks for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Want {
+    /// The lock's key: `<group>/<name>`, for example `userspace/libc6` or `kernel/6.1`.
+    pub id: String,
+    pub what: What,
+    pub suite: String,
+    pub constraint: String,
+    /// The manifest's reason for this suite and version, quoted when nothing satisfies it.
+    pub why: Option<String>,
+}
+
+impl Want {
+    /// The name a person knows the part by (the package, or the metapackage).
+    pub fn name(&self) -> &str {
+        match &self.what {
+            What::Deb(n) | What::Dsc(n) => n,
+            What::Kernel { metapackage } => metapackage,
+        }
+    }
+}
+
 impl Stack {
-    /// Parse a stack description.
+    /// Parse a manifest.
     pub fn parse(text: &str) -> Result<Self> {
         let stack: Stack = toml::from_str(text).context("parsing qemu/stack.toml")?;
         for flag in &stack.tfa.flags {
@@ -97,6 +161,19 @@ impl Stack {
             anyhow::ensure!(
                 line.starts_with("CONFIG_") && line.contains('='),
                 "qemu/stack.toml: Xen config line {line:?} is not CONFIG_NAME=value"
+            );
+        }
+        anyhow::ensure!(
+            stack.kernel.series.contains_key(&stack.kernel.default),
+            "qemu/stack.toml: kernel.default {:?} is not one of the kernel.series ({})",
+            stack.kernel.default,
+            stack.series_names()
+        );
+        for w in stack.wants() {
+            anyhow::ensure!(
+                !w.constraint.trim().is_empty() && !w.suite.trim().is_empty(),
+                "qemu/stack.toml: {} needs a suite and a version constraint",
+                w.id
             );
         }
         Ok(stack)
@@ -117,43 +194,199 @@ impl Stack {
             OpteeFlavour::Virtualized => &self.optee.virtualized,
         }
     }
+
+    /// The Debian suites the private apt configuration lists: every suite a part names.
+    pub fn suites(&self) -> Vec<String> {
+        let set: BTreeSet<String> = self.wants().into_iter().map(|w| w.suite).collect();
+        set.into_iter().collect()
+    }
+
+    fn series_names(&self) -> String {
+        self.kernel
+            .series
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The kernel series `name` (or the default), checked against the manifest.
+    pub fn kernel_series<'a>(&'a self, name: Option<&'a str>) -> Result<&'a str> {
+        let name = name.unwrap_or(&self.kernel.default);
+        if !self.kernel.series.contains_key(name) {
+            bail!(
+                "unknown kernel series {name:?}: qemu/stack.toml has {}",
+                self.series_names()
+            );
+        }
+        Ok(name)
+    }
+
+    pub fn want_tfa(&self) -> Want {
+        Want {
+            id: format!("tfa/{}", self.tfa.source),
+            what: What::Dsc(self.tfa.source.clone()),
+            suite: self.tfa.suite.clone(),
+            constraint: self.tfa.version.clone(),
+            why: Some(self.tfa.why.clone()),
+        }
+    }
+
+    pub fn want_xen(&self) -> Want {
+        Want {
+            id: format!("xen/{}", self.xen.source),
+            what: What::Dsc(self.xen.source.clone()),
+            suite: self.xen.suite.clone(),
+            constraint: self.xen.version.clone(),
+            why: Some(self.xen.why.clone()),
+        }
+    }
+
+    /// The OP-TEE OS package and its TA dev kit.
+    pub fn want_optee(&self) -> [Want; 2] {
+        let o = &self.optee;
+        [&o.package, &o.dev_package].map(|p| Want {
+            id: format!("optee/{p}"),
+            what: What::Deb(p.clone()),
+            suite: o.suite.clone(),
+            constraint: o.version.clone(),
+            why: Some(o.why.clone()),
+        })
+    }
+
+    /// The kernel of `series` (checked with [`Stack::kernel_series`] first).
+    pub fn want_kernel(&self, series: &str) -> Result<Want> {
+        let s = self
+            .kernel
+            .series
+            .get(series)
+            .with_context(|| format!("unknown kernel series {series:?}"))?;
+        Ok(Want {
+            id: format!("kernel/{series}"),
+            what: What::Kernel {
+                metapackage: s.metapackage.clone(),
+            },
+            suite: s.suite.clone(),
+            constraint: series.to_string(),
+            why: Some(s.why.clone()),
+        })
+    }
+
+    fn pins(group: &str, pins: &BTreeMap<String, Pin>) -> Vec<Want> {
+        pins.iter()
+            .map(|(name, p)| Want {
+                id: format!("{group}/{name}"),
+                what: What::Deb(name.clone()),
+                suite: p.suite.clone(),
+                constraint: p.version.clone(),
+                why: p.why.clone(),
+            })
+            .collect()
+    }
+
+    pub fn want_userspace(&self) -> Vec<Want> {
+        Self::pins("userspace", &self.userspace)
+    }
+
+    pub fn want_toolstack(&self) -> Vec<Want> {
+        Self::pins("xen.toolstack", &self.xen.toolstack)
+    }
+
+    /// Every part of the stack, for `cargo xtask stack update|check`.
+    pub fn wants(&self) -> Vec<Want> {
+        let mut v = vec![self.want_tfa()];
+        v.extend(self.want_optee());
+        for series in self.kernel.series.keys() {
+            v.extend(self.want_kernel(series));
+        }
+        v.extend(self.want_userspace());
+        v.push(self.want_xen());
+        v.extend(self.want_toolstack());
+        v
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn committed() -> String {
+        std::fs::read_to_string(crate::paths::workspace_root().join("qemu/stack.toml")).unwrap()
+    }
+
     #[test]
     fn the_committed_stack_parses() {
         let s = Stack::load().unwrap();
-        assert_eq!(s.tfa.version, "2.12.1+dfsg-1");
+        assert_eq!(s.tfa.version, "2.12.1");
         assert!(s.tfa.flags.iter().any(|f| f == "SPD=opteed"));
         assert!(s.userspace.contains_key("optee-test-qemu"));
         assert_eq!(s.optee_dir(OpteeFlavour::Plain), "vexpress-qemu_armv8a");
         assert!(s.xen.config.iter().any(|c| c == "CONFIG_OPTEE=y"));
+        assert_eq!(s.suites(), ["bookworm", "trixie"]);
+    }
+
+    #[test]
+    fn every_part_has_a_unique_lock_id() {
+        let s = Stack::load().unwrap();
+        let wants = s.wants();
+        let ids: BTreeSet<&str> = wants.iter().map(|w| w.id.as_str()).collect();
+        assert_eq!(ids.len(), wants.len());
+        assert!(ids.contains("userspace/libc6"));
+        assert!(ids.contains("kernel/6.1") && ids.contains("kernel/6.12"));
+        assert!(ids.contains("tfa/arm-trusted-firmware"));
+    }
+
+    #[test]
+    fn kernel_series_are_checked() {
+        let s = Stack::load().unwrap();
+        assert_eq!(s.kernel_series(None).unwrap(), "6.1");
+        assert_eq!(s.kernel_series(Some("6.12")).unwrap(), "6.12");
+        let e = s.kernel_series(Some("5.10")).unwrap_err();
+        assert!(format!("{e}").contains("6.1, 6.12"), "{e}");
+        let k = s.want_kernel("6.12").unwrap();
+        assert_eq!(k.suite, "trixie");
+        assert_eq!(
+            k.what,
+            What::Kernel {
+                metapackage: "linux-image-arm64".into()
+            }
+        );
+        let bad = committed().replace("default = \"6.1\"", "default = \"4.19\"");
+        assert!(format!("{:#}", Stack::parse(&bad).unwrap_err()).contains("kernel.default"));
     }
 
     #[test]
     fn a_malformed_xen_config_line_is_rejected() {
-        let text = std::fs::read_to_string(crate::paths::workspace_root().join("qemu/stack.toml"))
-            .unwrap()
-            .replace("\"CONFIG_DEBUG=y\"", "\"DEBUG=y\"");
+        let text = committed().replace("\"CONFIG_DEBUG=y\"", "\"DEBUG=y\"");
         let err = Stack::parse(&text).unwrap_err();
         assert!(format!("{err:#}").contains("not CONFIG_NAME=value"));
     }
 
     #[test]
     fn a_malformed_flag_is_rejected() {
-        let text = std::fs::read_to_string(crate::paths::workspace_root().join("qemu/stack.toml"))
-            .unwrap()
-            .replace("\"SPD=opteed\"", "\"SPD\"");
+        let text = committed().replace("\"SPD=opteed\"", "\"SPD\"");
         let err = Stack::parse(&text).unwrap_err();
         assert!(format!("{err:#}").contains("not NAME=value"));
     }
 
     #[test]
+    fn an_exact_pin_without_suite_is_rejected() {
+        // The old format (`name = "exact version"`) no longer parses: a pin needs a suite.
+        let text = committed().replace(
+            "libc6 = { suite = \"trixie\", version = \"2.41\", why = \"libckteec needs glibc >= 2.38\" }",
+            "libc6 = \"2.41-12+deb13u4\"",
+        );
+        assert!(Stack::parse(&text).is_err());
+        let empty = committed().replace(
+            "libzstd1 = { suite = \"trixie\", version = \"1.5.7\" }",
+            "libzstd1 = { suite = \"trixie\", version = \" \" }",
+        );
+        assert!(format!("{:#}", Stack::parse(&empty).unwrap_err()).contains("libzstd1"));
+    }
+
+    #[test]
     fn an_unknown_key_is_rejected() {
-        let err = Stack::parse("suites = []\nbogus = 1\n").unwrap_err();
+        let err = Stack::parse(&format!("{}\nbogus = 1\n", committed())).unwrap_err();
         assert!(format!("{err:#}").contains("parsing"));
     }
 }

@@ -2,9 +2,9 @@
 //! Cached build steps.
 //!
 //! A step's output directory is `<cache>/build/<kind>-<digest>`, where the digest covers
-//! every input that can change the output (versions, flags, input file contents). A step is
-//! built into `<dir>.partial` and renamed when it succeeds, so an interrupted build never
-//! looks complete. Each step prints its progress and time; a failing step prints its log path
+//! every input that can change the output (resolved package versions and hashes, flags,
+//! input file contents). A step is built into `<dir>.partial` and renamed when it succeeds,
+//! so an interrupted build never looks complete; a failed one removes its `.partial`. Each step prints its progress and time; a failing step prints its log path
 //! and the log's last lines.
 
 use anyhow::{bail, Context, Result};
@@ -87,6 +87,19 @@ impl Log {
         })
     }
 
+    /// Open a log at `path` for appending (created when missing).
+    pub fn append(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
     /// Where the log is.
     pub fn path(&self) -> &Path {
         &self.path
@@ -143,7 +156,7 @@ pub fn tail(path: &Path, n: usize) -> String {
 /// Return the cached artefact directory for `key`, building it with `build` if needed.
 ///
 /// `build` gets an empty directory to fill and a log. On failure the log's path and tail are
-/// printed and nothing is left that could look complete.
+/// printed and the partial output is removed; only the log stays.
 pub fn cached(
     cache: &Path,
     key: &Key,
@@ -184,6 +197,8 @@ pub fn cached(
             Ok(dir)
         }
         Err(e) => {
+            // Nothing of a failed step stays behind but its log.
+            let _ = std::fs::remove_dir_all(&partial);
             eprintln!(
                 "  ✗ {title}: failed after {:.1}s\n    log: {}\n    last lines:\n{}",
                 start.elapsed().as_secs_f64(),
@@ -275,6 +290,10 @@ mod tests {
             .join("build")
             .join(key.dir_name())
             .join(".complete")
+            .exists());
+        assert!(!cache
+            .join("build")
+            .join(format!("{}.partial", key.dir_name()))
             .exists());
         // A retry runs the build again.
         let dir = cached(&cache, &key, "retry", |out, _| {

@@ -6,7 +6,7 @@
 //!             ^ QEMU -bios maps it at 0x0 (secure flash), BL1 finds the FIP at 0x40000
 //! ```
 
-use crate::apt::PrivateApt;
+use crate::profile::Ctx;
 use crate::stack::{OpteeFlavour, Stack};
 use crate::step::{self, Key};
 use anyhow::{ensure, Context, Result};
@@ -16,39 +16,60 @@ use std::process::Command;
 /// Where QEMU virt's BL1 expects the FIP inside the `-bios` image.
 const FIP_OFFSET: u64 = 0x40000;
 
-/// Download and unpack TF-A's source package (cached by version).
-fn source(cache: &Path, apt: &mut PrivateApt, stack: &Stack) -> Result<PathBuf> {
-    let key = Key::new("tfa-src")
-        .with("source", &stack.tfa.source)
-        .with("version", &stack.tfa.version);
-    let title = format!("TF-A source {} {}", stack.tfa.source, stack.tfa.version);
-    let dir = step::cached(cache, &key, &title, |out, log| {
-        apt.source(out, &stack.tfa.source, &stack.tfa.version, log)
-            .map(|_| ())
-    })?;
-    Ok(dir.join("tree"))
+/// Unpack a resolved source package's `.dsc` into `<out>/tree` (dpkg-source applies
+/// Debian's patches). Shared by TF-A and Xen.
+pub fn unpack_source(dsc: &Path, out: &Path, log: &mut step::Log) -> Result<PathBuf> {
+    let tree = out.join("tree");
+    log.run(
+        Command::new("dpkg-source")
+            .current_dir(out)
+            .arg("-x")
+            .arg(dsc)
+            .arg(&tree),
+    )?;
+    Ok(tree)
 }
 
-/// The OP-TEE OS packages (both flavours and the TA dev kit), unpacked (cached by version).
-pub fn optee(cache: &Path, apt: &mut PrivateApt, stack: &Stack) -> Result<PathBuf> {
-    let o = &stack.optee;
-    let key = Key::new("optee")
-        .with("package", &o.package)
-        .with("dev_package", &o.dev_package)
-        .with("version", &o.version);
-    let debs = cache.join("debs");
-    step::cached(
-        cache,
-        &key,
-        &format!("OP-TEE OS {} (Debian)", o.version),
-        |out, log| {
-            for pkg in [&o.package, &o.dev_package] {
-                let deb = apt.download(&debs, pkg, &o.version, log)?;
-                log.run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(out))?;
-            }
-            Ok(())
-        },
-    )
+/// Resolve and unpack TF-A's source package (cached by its resolved files).
+fn source(ctx: &mut Ctx) -> Result<(PathBuf, String)> {
+    let src = ctx.res.resolve(&ctx.stack.want_tfa())?;
+    let key = Key::new("tfa-src").with("source", src.key());
+    let title = format!("TF-A source {} {}", src.package, src.version);
+    let dir = step::cached(&ctx.cache, &key, &title, |out, log| {
+        unpack_source(&src.path(), out, log).map(|_| ())
+    })?;
+    Ok((dir.join("tree"), src.key()))
+}
+
+/// The unpacked OP-TEE OS packages and what they were unpacked from.
+pub struct OpteeRoot {
+    pub root: PathBuf,
+    /// The resolved packages' versions and hashes, for the keys of steps that use them.
+    pub key: String,
+}
+
+/// The OP-TEE OS packages (both flavours and the TA dev kit), unpacked (cached by the
+/// resolved packages).
+pub fn optee(ctx: &mut Ctx) -> Result<OpteeRoot> {
+    let debs = ctx
+        .stack
+        .want_optee()
+        .map(|w| ctx.res.resolve(&w))
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    let mut key = Key::new("optee");
+    for d in &debs {
+        key = key.with("deb", d.key());
+    }
+    let title = format!("OP-TEE OS {} (Debian)", debs[0].version);
+    let root = step::cached(&ctx.cache, &key, &title, |out, log| {
+        for d in &debs {
+            log.run(Command::new("dpkg-deb").arg("-x").arg(d.path()).arg(out))?;
+        }
+        Ok(())
+    })?;
+    let key = debs.iter().map(|d| d.key()).collect::<Vec<_>>().join(" ");
+    Ok(OpteeRoot { root, key })
 }
 
 /// The three BL32 images of an OP-TEE flavour inside the unpacked packages.
@@ -84,30 +105,20 @@ pub fn make_args(
     args
 }
 
-/// Build TF-A for `flavour` and return the `-bios` image. `optee_root` is the unpacked
-/// OP-TEE packages from [`optee`].
-pub fn build(
-    cache: &Path,
-    apt: &mut PrivateApt,
-    stack: &Stack,
-    optee_root: &Path,
-    flavour: OpteeFlavour,
-) -> Result<PathBuf> {
-    let tree = source(cache, apt, stack)?;
-    let bl32 = bl32_images(optee_root, stack, flavour);
+/// Build TF-A for `flavour` and return the `-bios` image, with OP-TEE from [`optee`].
+pub fn build(ctx: &mut Ctx, optee: &OpteeRoot, flavour: OpteeFlavour) -> Result<PathBuf> {
+    let (tree, src_key) = source(ctx)?;
+    let stack = &ctx.stack;
+    let bl32 = bl32_images(&optee.root, stack, flavour);
     let mut key = Key::new("tfa")
-        .with("source", &stack.tfa.source)
-        .with("version", &stack.tfa.version)
+        .with("source", src_key)
         .with("flags", stack.tfa.flags.join(" "))
-        .with("optee", format!("{} {:?}", stack.optee.version, flavour));
+        .with("optee", format!("{} {flavour:?}", optee.key));
     for (i, f) in bl32.iter().enumerate() {
         key = key.with_file(&format!("bl32[{i}]"), f)?;
     }
-    let title = format!(
-        "TF-A {} with OP-TEE {} ({flavour:?})",
-        stack.tfa.version, stack.optee.version
-    );
-    let dir = step::cached(cache, &key, &title, |out, log| {
+    let title = format!("TF-A {} with OP-TEE ({flavour:?})", stack.tfa.version);
+    let dir = step::cached(&ctx.cache, &key, &title, |out, log| {
         let jobs = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);

@@ -28,10 +28,10 @@
 //! starts a domU with `tee = "optee"` (`qemu/xen/`). Xen 4.17 gives dom0less domUs no TEE,
 //! so this is how the multi-guest baseline gets its second OP-TEE guest.
 
-use crate::apt::PrivateApt;
 use crate::cpio;
-use crate::profile::{self, Prepared};
+use crate::profile::{self, Ctx, Prepared};
 use crate::qemu::Machine;
+use crate::rootfs::Kernel;
 use crate::stack::{OpteeFlavour, Stack};
 use crate::step::{self, Key};
 use anyhow::{ensure, Context, Result};
@@ -142,34 +142,27 @@ pub fn hv_bootargs(machine: &Machine) -> String {
     )
 }
 
-/// Download and unpack Xen's source package (cached by version).
-fn source(cache: &Path, apt: &mut PrivateApt, stack: &Stack) -> Result<PathBuf> {
-    let x = &stack.xen;
-    let key = Key::new("xen-src")
-        .with("source", &x.source)
-        .with("version", &x.version);
-    let title = format!("Xen source {} {}", x.source, x.version);
-    let dir = step::cached(cache, &key, &title, |out, log| {
-        apt.source(out, &x.source, &x.version, log).map(|_| ())
+/// Resolve and unpack Xen's source package (cached by its resolved files).
+fn source(ctx: &mut Ctx) -> Result<(PathBuf, String)> {
+    let src = ctx.res.resolve(&ctx.stack.want_xen())?;
+    let key = Key::new("xen-src").with("source", src.key());
+    let title = format!("Xen source {} {}", src.package, src.version);
+    let dir = step::cached(&ctx.cache, &key, &title, |out, log| {
+        crate::tfa::unpack_source(&src.path(), out, log).map(|_| ())
     })?;
-    Ok(dir.join("tree"))
+    Ok((dir.join("tree"), src.key()))
 }
 
 /// Build (or reuse) the `xen` image for `flavour` and return its path.
-pub fn build(
-    cache: &Path,
-    apt: &mut PrivateApt,
-    stack: &Stack,
-    flavour: Flavour,
-) -> Result<PathBuf> {
-    let tree = source(cache, apt, stack)?;
+pub fn build(ctx: &mut Ctx, flavour: Flavour) -> Result<PathBuf> {
+    let (tree, src_key) = source(ctx)?;
+    let stack = &ctx.stack;
     let x = &stack.xen;
     let config = config_lines(stack, flavour);
     let patch_dir = crate::paths::workspace_root().join("qemu/xen");
     let patches: Vec<PathBuf> = x.patches.iter().map(|p| patch_dir.join(p)).collect();
     let mut key = Key::new("xen")
-        .with("source", &x.source)
-        .with("version", &x.version)
+        .with("source", src_key)
         .with("config", config.join(" "))
         .with("flavour", format!("{flavour:?}"))
         .with("cross", CROSS_COMPILE);
@@ -177,7 +170,7 @@ pub fn build(
         key = key.with_file(&format!("patch {name}"), path)?;
     }
     let title = format!("Xen {} ({flavour:?}, OP-TEE mediator)", x.version);
-    let dir = step::cached(cache, &key, &title, |out, log| {
+    let dir = step::cached(&ctx.cache, &key, &title, |out, log| {
         let jobs = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
@@ -230,36 +223,31 @@ pub fn build(
 }
 
 /// dom0's initramfs with Xen's toolstack and a domU: the common initramfs plus one more
-/// cpio (cached by the packages, modules, kernel, initramfs and our qemu/xen files).
-fn toolstack_initramfs(
-    cache: &Path,
-    apt: &mut PrivateApt,
-    stack: &Stack,
-    kernel: &Path,
-    initramfs: &Path,
-) -> Result<PathBuf> {
-    let x = &stack.xen;
+/// cpio (cached by the resolved packages, modules, kernel, initramfs and our qemu/xen files).
+fn toolstack_initramfs(ctx: &mut Ctx, kernel: &Kernel, initramfs: &Path) -> Result<PathBuf> {
+    let debs = ctx
+        .stack
+        .want_toolstack()
+        .iter()
+        .map(|w| ctx.res.resolve(w))
+        .collect::<Result<Vec<_>>>()?;
+    let x = &ctx.stack.xen;
     let ours = crate::paths::workspace_root().join("qemu/xen");
     let (cfg, script) = (ours.join("domu.cfg"), ours.join("moat-xl-domu"));
     let mut key = Key::new("xen-toolstack")
         .with("modules", x.toolstack_modules.join(" "))
-        .with(
-            "kernel",
-            format!("{} {}", stack.kernel.package, stack.kernel.version),
-        )
+        .with("kernel", &kernel.key)
         .with_file("initramfs", initramfs)?
         .with_file("domu.cfg", &cfg)?
         .with_file("moat-xl-domu", &script)?;
-    for (p, v) in &x.toolstack {
-        key = key.with(p, v);
+    for d in &debs {
+        key = key.with("deb", d.key());
     }
-    let debs = cache.join("debs");
     let title = format!("dom0 initramfs + Xen {} toolstack and a domU", x.version);
-    let dir = step::cached(cache, &key, &title, |out, log| {
+    let dir = step::cached(&ctx.cache, &key, &title, |out, log| {
         let root = out.join("root");
-        for (pkg, ver) in &x.toolstack {
-            let deb = apt.download(&debs, pkg, ver, log)?;
-            log.run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+        for d in &debs {
+            log.run(Command::new("dpkg-deb").arg("-x").arg(d.path()).arg(&root))?;
         }
         // bookworm's libraries still ship /lib; the initramfs's /lib is a link to usr/lib.
         if root.join("lib").exists() {
@@ -277,20 +265,16 @@ fn toolstack_initramfs(
                 std::fs::remove_dir_all(&p)?;
             }
         }
-        let kdeb = apt.download(&debs, &stack.kernel.package, &stack.kernel.version, log)?;
-        let k = out.join("kernel");
-        log.run(Command::new("dpkg-deb").arg("-x").arg(&kdeb).arg(&k))?;
-        let rel = &stack.kernel.release;
+        let rel = &kernel.release;
         let mut list = String::new();
         for m in &x.toolstack_modules {
             let dst = root.join("usr/lib/modules").join(rel).join(m);
             std::fs::create_dir_all(dst.parent().unwrap_or(&root))?;
-            std::fs::copy(k.join("lib/modules").join(rel).join(m), &dst)
-                .with_context(|| format!("module {m} not in {}", stack.kernel.package))?;
+            std::fs::copy(kernel.modules.join(m), &dst)
+                .with_context(|| format!("module {m} of Linux {rel}"))?;
             list.push_str(m);
             list.push('\n');
         }
-        std::fs::remove_dir_all(&k)?;
         for d in [DOMU_DIR, "etc/moat", "etc/xen", "usr/bin", "usr/sbin"] {
             std::fs::create_dir_all(root.join(d))?;
         }
@@ -300,7 +284,7 @@ fn toolstack_initramfs(
             root.join("etc/xen/xl.conf"),
             "# xl.conf(5): xl's defaults\n",
         )?;
-        std::fs::copy(kernel, root.join(DOMU_DIR).join("Image"))?;
+        std::fs::copy(&kernel.image, root.join(DOMU_DIR).join("Image"))?;
         std::fs::copy(initramfs, root.join(DOMU_DIR).join("initrd.cpio"))?;
         std::fs::copy(&cfg, root.join("etc/moat/domu.cfg"))?;
         std::fs::copy(&script, root.join("usr/bin/moat-xl-domu"))?;
@@ -325,23 +309,25 @@ fn toolstack_initramfs(
 }
 
 /// The `--hv xen` profile: the common pieces with the NS-virtualized OP-TEE, and Xen as BL33.
-pub fn prepare(machine: &Machine, opts: Options) -> Result<Prepared> {
-    let mut c = profile::prepare_common(OpteeFlavour::Virtualized, machine)?;
-    let xen = build(&c.cache, &mut c.apt, &c.stack, opts.flavour)?;
+pub fn prepare(
+    ctx: &mut Ctx,
+    machine: &Machine,
+    opts: Options,
+    kernel: Option<&str>,
+) -> Result<Prepared> {
+    let c = profile::prepare_common(ctx, OpteeFlavour::Virtualized, machine, kernel)?;
+    let xen = build(ctx, opts.flavour)?;
     let initramfs = if opts.toolstack {
-        toolstack_initramfs(&c.cache, &mut c.apt, &c.stack, &c.kernel, &c.initramfs)?
+        toolstack_initramfs(ctx, &c.kernel, &c.initramfs)?
     } else {
-        c.initramfs
+        c.initramfs.clone()
     };
     Ok(Prepared {
-        machine: machine.clone(),
-        bios: c.bios,
-        dtb_base: c.dtb_base,
-        kernel: c.kernel,
         initramfs,
         hypervisor: Some(xen),
         hv_bootargs: hv_bootargs(machine),
         linux_bootargs: DOM0_BOOTARGS.into(),
+        ..c.into_prepared(ctx, machine)
     })
 }
 
@@ -421,7 +407,8 @@ mod tests {
             .collect();
         assert!(xen.iter().any(|(p, _)| p.as_str() == "xen-utils-4.17"));
         for (p, v) in xen {
-            assert_eq!(v, &stack.xen.version, "{p}");
+            assert_eq!(v.version, stack.xen.version, "{p}");
+            assert_eq!(v.suite, stack.xen.suite, "{p}");
         }
         assert!(stack.xen.version.starts_with("4.17."));
         assert!(XEN_TOOLS_DIR.ends_with("xen-4.17/bin"));
