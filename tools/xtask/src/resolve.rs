@@ -188,6 +188,27 @@ fn files_match(dir: &Path, files: &[FileHash]) -> Result<bool> {
     Ok(!files.is_empty())
 }
 
+/// Do an entry's files belong to its version? Debian names a binary
+/// `<package>_<version without epoch>_<arch>.deb` and a source `<source>_<version>.dsc`. A
+/// lock whose version was edited by hand keeps the old names: its hashes say nothing about
+/// the version it now names.
+pub fn files_name_version(kind: Kind, e: &Entry) -> bool {
+    let bare = e
+        .version
+        .split_once(':')
+        .map_or(e.version.as_str(), |(_, v)| v);
+    let Some(first) = e.files.first() else {
+        return false;
+    };
+    match kind {
+        Kind::Binary => first
+            .name
+            .strip_prefix(&format!("{}_{bare}_", e.package))
+            .is_some_and(|arch| arch.ends_with(".deb")),
+        Kind::Source => first.name == format!("{}_{bare}.dsc", e.package),
+    }
+}
+
 /// The kernel package a metapackage's `Depends` names, with the version it pins
 /// (`linux-image-6.1.0-50-arm64 (= 6.1.176-1)`).
 pub fn kernel_dependency(depends: &str) -> Option<(String, Option<String>)> {
@@ -279,6 +300,9 @@ impl<A: Archive> Resolver<A> {
     fn resolve_anew(&mut self, want: &Want) -> Result<Resolved> {
         let kind = kind_of(want);
         let entry = self.entry_for(want);
+        if let Some(e) = entry.as_ref().filter(|e| !files_name_version(kind, e)) {
+            return self.resolve_unhashed(want, e);
+        }
         if let Some(e) = &entry {
             let dir = self.store(kind, &e.package, &e.version);
             let resolved = |origin| Resolved {
@@ -316,6 +340,75 @@ impl<A: Archive> Resolver<A> {
             );
         }
         self.fallback(want, entry.as_ref())
+    }
+
+    /// A lock entry whose files are not its version's (the version was edited by hand):
+    /// its hashes cannot vouch for anything. The locked version is taken from the archive,
+    /// verified against the archive's index, with one warning; if the archive no longer has
+    /// it, the fallback's one warning applies. `--locked` refuses both.
+    fn resolve_unhashed(&mut self, want: &Want, e: &Entry) -> Result<Resolved> {
+        let kind = kind_of(want);
+        let names: Vec<&str> = e.files.iter().map(|f| f.name.as_str()).collect();
+        let offered = self.offered(kind, &e.package, &e.suite, &e.version)?;
+        if self.locked && !offered {
+            bail!(
+                "{} {} (locked for {}) is no longer in the archive, and --locked forbids \
+                 a fallback; `cargo xtask stack update` re-resolves the lock",
+                e.package,
+                e.version,
+                want.id
+            );
+        }
+        if self.locked {
+            bail!(
+                "qemu/stack.lock: {} {} lists files of another version ({}), so --locked cannot \
+                 verify it; `cargo xtask stack update` re-resolves the lock",
+                e.package,
+                e.version,
+                names.join(", ")
+            );
+        }
+        if !offered {
+            return self.fallback(want, Some(e));
+        }
+        let files = self.archive.index_files(kind, &e.package, &e.version)?;
+        let dir = self.store(kind, &e.package, &e.version);
+        if !files_match(&dir, &files)? {
+            match self.download(
+                kind,
+                &e.package,
+                &e.version,
+                &files,
+                &dir,
+                "the archive index",
+            ) {
+                Ok(()) => {}
+                Err(Download::Refused(msg)) => bail!("{msg}"),
+                Err(Download::Fetch(err)) => {
+                    return Err(err.context(format!("downloading {}={}", e.package, e.version)))
+                }
+            }
+        }
+        Ok(Resolved {
+            id: want.id.clone(),
+            package: e.package.clone(),
+            version: e.version.clone(),
+            suite: e.suite.clone(),
+            origin: Origin::Fallback {
+                locked: Some(e.version.clone()),
+            },
+            files,
+            dir,
+            warning: Some(format!(
+                "{} {} (locked) lists files of another version ({}) in qemu/stack.lock; using \
+                 {} {} verified against the archive's index; `cargo xtask stack update` records it",
+                e.package,
+                e.version,
+                names.join(", "),
+                e.package,
+                e.version
+            )),
+        })
     }
 
     /// Is `version` of `name` offered in `suite`? A "no" is re-asked after one refresh.
@@ -915,6 +1008,100 @@ Checksums-Sha256:
         assert!(got
             .key()
             .contains(&r.archive.real_sha("libc6_2.41-12+deb13u5_arm64.deb")));
+    }
+
+    #[test]
+    fn a_version_edited_by_hand_is_not_vouched_for_by_the_old_files() {
+        // The lock's version names a release the archive lacks, but its files (and hashes)
+        // are still those of 2.41-12+deb13u5, which the cache holds: they must not be used
+        // under the new name. Exactly one warning, and the fallback is recorded.
+        let real = resolver("edited-cache", vec![], false)
+            .archive
+            .real_sha("libc6_2.41-12+deb13u5_arm64.deb");
+        let edited = entry(
+            "userspace/libc6",
+            "libc6",
+            "2.41-12+deb13u3",
+            &[("libc6_2.41-12+deb13u5_arm64.deb", real.clone())],
+        );
+        let mut r = resolver("edited", vec![edited.clone()], false);
+        let got = r.resolve(&libc6()).unwrap();
+        assert_eq!(got.version, "2.41-12+deb13u5");
+        assert_eq!(
+            got.origin,
+            Origin::Fallback {
+                locked: Some("2.41-12+deb13u3".into())
+            }
+        );
+        assert!(got
+            .warning
+            .as_deref()
+            .is_some_and(|w| w.starts_with("libc6 2.41-12+deb13u3 (locked) is no longer")));
+
+        // The edited version exists: it is fetched and checked against the index, warned.
+        let other = entry(
+            "userspace/libc6",
+            "libc6",
+            "2.41-12+deb13u5",
+            &[("libc6_2.41-12+deb13u4_arm64.deb", "11".repeat(32))],
+        );
+        let mut r = resolver("edited-offered", vec![other], false);
+        let got = r.resolve(&libc6()).unwrap();
+        assert_eq!(got.version, "2.41-12+deb13u5");
+        assert_eq!(got.files[0].name, "libc6_2.41-12+deb13u5_arm64.deb");
+        assert_eq!(got.files[0].sha256, real);
+        assert!(got
+            .warning
+            .as_deref()
+            .is_some_and(|w| w.contains("lists files of another version")));
+
+        // --locked cannot verify such an entry.
+        let mut r = resolver("edited-locked", vec![edited], true);
+        let err = format!("{:#}", r.resolve(&libc6()).unwrap_err());
+        assert!(
+            err.contains("libc6 2.41-12+deb13u3 (locked for userspace/libc6) is no longer"),
+            "{err}"
+        );
+        let mut r = resolver(
+            "edited-offered-locked",
+            vec![entry(
+                "userspace/libc6",
+                "libc6",
+                "2.41-12+deb13u5",
+                &[("libc6_2.41-12+deb13u4_arm64.deb", "11".repeat(32))],
+            )],
+            true,
+        );
+        let err = format!("{:#}", r.resolve(&libc6()).unwrap_err());
+        assert!(
+            err.contains("lists files of another version") && err.contains("--locked"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn file_names_carry_the_version_without_its_epoch() {
+        let zlib = entry(
+            "userspace/zlib1g",
+            "zlib1g",
+            "1:1.3.dfsg+really1.3.1-1+deb13u1",
+            &[(
+                "zlib1g_1.3.dfsg+really1.3.1-1+deb13u1_arm64.deb",
+                String::new(),
+            )],
+        );
+        assert!(files_name_version(Kind::Binary, &zlib));
+        let tfa = entry(
+            "tfa/arm-trusted-firmware",
+            "arm-trusted-firmware",
+            "2.12.1+dfsg-1",
+            &[("arm-trusted-firmware_2.12.1+dfsg-1.dsc", String::new())],
+        );
+        assert!(files_name_version(Kind::Source, &tfa));
+        assert!(!files_name_version(Kind::Binary, &tfa));
+        let mut moved = zlib.clone();
+        moved.version = "1:1.3.dfsg+really1.3.1-1+deb13u2".into();
+        assert!(!files_name_version(Kind::Binary, &moved));
     }
 
     #[test]

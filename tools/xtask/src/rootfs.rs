@@ -24,7 +24,8 @@ pub struct Kernel {
     pub modules: PathBuf,
     /// `uname -r`, derived from the package name (`linux-image-<release>`).
     pub release: String,
-    /// The resolved package's version and hash, for the keys of steps that use the kernel.
+    /// What the kernel step was built from (the resolved package's version and hash, the
+    /// modules kept, the recipe's revision), for the keys of steps that use its output.
     pub key: String,
 }
 
@@ -63,8 +64,12 @@ pub fn kernel(ctx: &mut Ctx, series: &str) -> Result<Kernel> {
     modules.extend(ctx.stack.xen.toolstack_modules.iter().cloned());
     let key = Key::new("kernel")
         .with("deb", deb.key())
-        .with("modules", modules.join(" "));
+        .with("modules", modules.join(" "))
+        // The recipe's own revision: 2 unpacks .ko.xz with `xz -d` and checks every module
+        // is an ELF (revision 1 wrote empty modules from trixie's kernel).
+        .with("recipe", "2");
     let title = format!("Linux {release} ({})", deb.version);
+    let used_by = format!("{} {}", key.dir_name(), deb.key());
     let dir = step::cached(&ctx.cache, &key, &title, |out, log| {
         let x = out.join("x");
         log.run(Command::new("dpkg-deb").arg("-x").arg(deb.path()).arg(&x))?;
@@ -83,11 +88,24 @@ pub fn kernel(ctx: &mut Ctx, series: &str) -> Result<Kernel> {
             let dst = out.join("modules").join(m);
             std::fs::create_dir_all(dst.parent().unwrap_or(out))?;
             if src.extension().is_some_and(|e| e == "xz") {
-                let file = std::fs::File::create(&dst)?;
-                log.run(Command::new("xz").arg("-dc").arg(&src).stdout(file))?;
+                // `xz -d` turns `<dst>.xz` into `<dst>` (the log owns the command's stdout,
+                // so it cannot be redirected into the module).
+                let packed = dst.with_file_name(format!(
+                    "{}.xz",
+                    dst.file_name().unwrap_or_default().to_string_lossy()
+                ));
+                std::fs::copy(&src, &packed)?;
+                log.run(Command::new("xz").arg("-d").arg(&packed))?;
             } else {
                 std::fs::copy(&src, &dst)?;
             }
+            let head = std::fs::read(&dst).with_context(|| format!("reading {}", dst.display()))?;
+            anyhow::ensure!(
+                head.starts_with(b"\x7fELF"),
+                "module {m} of {} is not an ELF object after unpacking ({} bytes)",
+                deb.package,
+                head.len()
+            );
         }
         std::fs::remove_dir_all(&x)?;
         Ok(())
@@ -96,7 +114,7 @@ pub fn kernel(ctx: &mut Ctx, series: &str) -> Result<Kernel> {
         image: dir.join("Image"),
         modules: dir.join("modules"),
         release,
-        key: deb.key(),
+        key: used_by,
     })
 }
 

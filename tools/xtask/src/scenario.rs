@@ -427,6 +427,66 @@ mod tests {
         Ok(n)
     }
 
+    fn part(
+        id: &str,
+        origin: crate::resolve::Origin,
+        warning: Option<&str>,
+    ) -> crate::resolve::Resolved {
+        crate::resolve::Resolved {
+            id: id.into(),
+            package: "libc6".into(),
+            version: "2.41-12+deb13u5".into(),
+            suite: "trixie".into(),
+            origin,
+            files: vec![crate::lock::FileHash {
+                name: "libc6_2.41-12+deb13u5_arm64.deb".into(),
+                sha256: "ab".repeat(32),
+            }],
+            dir: "/c".into(),
+            warning: warning.map(String::from),
+        }
+    }
+
+    #[test]
+    fn a_drift_scenario_needs_one_fallback_with_its_warning_and_record() {
+        use crate::resolve::Origin;
+        let drift = vec!["userspace/libc6".to_string()];
+        let fell_back = part(
+            "userspace/libc6",
+            Origin::Fallback {
+                locked: Some("2.41-12+deb13u5~moat-drift".into()),
+            },
+            Some("libc6 2.41-12+deb13u5~moat-drift (locked) is no longer in the archive; …"),
+        );
+        let other = part("userspace/busybox", Origin::Cache, None);
+        assert!(judge_drift(&drift, &[fell_back.clone(), other.clone()]).is_empty());
+
+        // The drifted part came from the lock after all: the scenario proved nothing.
+        let locked = part("userspace/libc6", Origin::Archive, None);
+        let p = judge_drift(&drift, &[locked]);
+        assert!(p.iter().any(|m| m.contains("did not fall back")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("no warning")), "{p:?}");
+
+        // Another part warned too: the run was not the one-warning run the issue asks for.
+        let noisy = part(
+            "userspace/busybox",
+            Origin::Fallback { locked: None },
+            Some("busybox …"),
+        );
+        let p = judge_drift(&drift, &[fell_back.clone(), noisy]);
+        assert_eq!(
+            p,
+            vec!["unexpected warning for userspace/busybox".to_string()]
+        );
+
+        // The drifted part was never resolved.
+        let p = judge_drift(&drift, &[other]);
+        assert_eq!(
+            p,
+            vec!["userspace/libc6 was not resolved by this boot".to_string()]
+        );
+    }
+
     const S: &str = r#"
         description = "d"
         hv = "none"
