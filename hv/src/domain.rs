@@ -188,17 +188,28 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
     })?;
     let banks = dom0_ram(cfg, p.hv)?;
     let inside = |r: &Range<PhysAddr>| banks.iter().any(|b| b.contains_span(r.start, r.len()));
+    let ram_text = || {
+        let v: Vec<String> = banks
+            .iter()
+            .map(|b| alloc::format!("[{}, {})", b.start, b.end))
+            .collect();
+        v.join(", ")
+    };
     if !inside(&kernel.range) {
         return Err(BuildError::Config(alloc::format!(
-            "the dom0 kernel module {:?} is not inside dom0's RAM",
-            kernel.range
+            "the dom0 kernel module [{}, {}) is not inside dom0's RAM {} (dom0_mem too small?)",
+            kernel.range.start,
+            kernel.range.end,
+            ram_text()
         )));
     }
     if let Some(rd) = &cfg.dom0.ramdisk {
         if !inside(&rd.range) {
             return Err(BuildError::Config(alloc::format!(
-                "the dom0 ramdisk module {:?} is not inside dom0's RAM",
-                rd.range
+                "the dom0 ramdisk module [{}, {}) is not inside dom0's RAM {} (dom0_mem too small?)",
+                rd.range.start,
+                rd.range.end,
+                ram_text()
             )));
         }
     }

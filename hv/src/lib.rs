@@ -40,7 +40,7 @@ pub mod trap;
 pub mod vdev;
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use hv_core::addr::{Ipa, PhysAddr, Range};
 use hv_core::bootcfg::BootConfig;
 use hv_core::psci as psci_ids;
@@ -85,6 +85,12 @@ static CPU_ON_FAILED: hv_core::ratelimit::Limiter = hv_core::ratelimit::Limiter:
 pub const MAINTENANCE_INTID: u32 = 25;
 /// The console UART's base, kept for the panic handler.
 static CONSOLE_BASE: AtomicU64 = AtomicU64::new(0);
+/// `noreboot` was on the command line: a fatal error parks instead of powering off.
+static NOREBOOT: AtomicBool = AtomicBool::new(false);
+
+/// What moat prints, last, when it cannot go on; xtask ends the run on it (with
+/// `(moat) PANIC on CPU`), so keep the two in step with `tools/xtask/src/qemu.rs`.
+pub const FATAL_MARKER: &str = "moat cannot continue";
 
 extern "C" {
     /// boot's entry for secondary CPUs (x0 = CPU index).
@@ -169,25 +175,92 @@ fn query_firmware() -> FirmwareFeatures {
     }
 }
 
+/// A fatal error: say what it is, then stop the machine.
 fn fatal(args: core::fmt::Arguments<'_>) -> ! {
     log::error!("{args}");
-    log::error!("moat cannot continue; this CPU parks");
+    stop_machine()
+}
+
+/// The end of every fatal path. A fatal error never parks in silence: the machine powers
+/// off through PSCI SYSTEM_OFF, so QEMU (or a board's power controller) ends and the cause
+/// is the last thing on the console. Xen resets after five seconds instead; on a board
+/// booted by scripts a reset would only loop back into the same error. `noreboot` parks
+/// every CPU instead, for a debugger.
+fn stop_machine() -> ! {
+    if NOREBOOT.load(Ordering::Relaxed) {
+        emergency(format_args!(
+            "(moat) error: {FATAL_MARKER}; noreboot: this CPU parks for a debugger\n"
+        ));
+        arch::park()
+    }
+    emergency(format_args!(
+        "(moat) error: {FATAL_MARKER}; powering off (the hypervisor option noreboot keeps it \
+         parked)\n"
+    ));
+    arch::smc([u64::from(psci_ids::SYSTEM_OFF), 0, 0, 0, 0, 0, 0, 0]);
+    // The firmware refused (or has no PSCI): nothing is left but to stop here.
+    emergency(format_args!(
+        "(moat) error: PSCI SYSTEM_OFF returned; this CPU parks\n"
+    ));
     arch::park()
+}
+
+/// Print on the console even when it is not (or no longer) usable through its lock: straight
+/// to the UART the early scan or the boot configuration found, if any.
+fn emergency(args: core::fmt::Arguments<'_>) {
+    let base = CONSOLE_BASE.load(Ordering::Relaxed);
+    if base != 0 {
+        // SAFETY: CONSOLE_BASE only ever holds the console PL011's base, checked to lie in
+        // EL2's device window (or, with the MMU off, where everything is device memory). A
+        // second handle is used because a fatal path may hold the console lock.
+        let u = unsafe { pl011::Pl011::new(base) };
+        let _ = core::fmt::Write::write_fmt(&mut PanicWriter(&u), args);
+    }
+}
+
+/// The firmware's DT at `dtb`, read in place with its header's size bounded, before
+/// anything is copied or parsed (byte reads only: the MMU may be off).
+fn raw_dtb(dtb: u64) -> Option<&'static [u8]> {
+    if dtb == 0 || !dtb.is_multiple_of(8) {
+        return None;
+    }
+    // SAFETY: the boot protocol puts a DTB at `dtb` (x0), in RAM that EL2 maps (or reaches
+    // with the MMU off); only its header's totalsize is read here, byte by byte.
+    let size = unsafe {
+        let p = dtb as *const u8;
+        (0..4).fold(0usize, |acc, i| {
+            acc << 8 | usize::from(core::ptr::read_volatile(p.add(4 + i)))
+        })
+    };
+    if !(40..=MAX_DTB).contains(&size) {
+        return None;
+    }
+    // SAFETY: `size` bytes from `dtb` are the DT handed over by the firmware, bounded to
+    // MAX_DTB; nothing writes them while moat boots.
+    Some(unsafe { core::slice::from_raw_parts(dtb as *const u8, size) })
+}
+
+/// The early console: before the boot configuration is parsed (it may be what is wrong),
+/// find the console UART and `noreboot` with a byte-only scan of the DT, so that every fatal
+/// error from here on is printed and obeys `noreboot`. `limit`: the UART must lie below it
+/// (EL2's device window), or it is not used.
+fn early_console(dtb: u64, limit: u64) {
+    let Some(blob) = raw_dtb(dtb) else { return };
+    NOREBOOT.store(
+        hv_core::early::hv_option(blob, b"noreboot"),
+        Ordering::Relaxed,
+    );
+    if let Some(base) = hv_core::early::console_base(blob).filter(|&b| b != 0 && b < limit) {
+        CONSOLE_BASE.store(base, Ordering::Relaxed);
+        // SAFETY: the DT's console PL011, inside EL2's device window (checked above); the
+        // full boot configuration may later move the console to `dtuart=`.
+        unsafe { console::init(base) };
+    }
 }
 
 /// Copy the host DT out of RAM that will become dom0's.
 fn copy_dtb(dtb: u64) -> Option<Vec<u8>> {
-    if dtb == 0 || !dtb.is_multiple_of(8) {
-        return None;
-    }
-    // SAFETY: TF-A passes the DT's address in x0; EL2 maps all RAM identity. The header's
-    // totalsize is read first and bounded before the rest is read.
-    let size = unsafe { u32::from_be(core::ptr::read_volatile((dtb + 4) as *const u32)) } as usize;
-    if !(40..=MAX_DTB).contains(&size) {
-        return None;
-    }
-    // SAFETY: as above, `size` bytes from `dtb` lie in RAM (bounded to MAX_DTB).
-    Some(unsafe { core::slice::from_raw_parts(dtb as *const u8, size) }.to_vec())
+    raw_dtb(dtb).map(<[u8]>::to_vec)
 }
 
 fn banner(cfg: &BootConfig, dom0: &Domain, mpidrs: &[u64]) {
@@ -254,36 +327,15 @@ fn banner(cfg: &BootConfig, dom0: &Domain, mpidrs: &[u64]) {
 }
 
 /// moat was entered at EL`el`, not EL2: find the console in the DT (byte reads only, MMU
-/// off), say what is wrong, and park. Nothing else is set up.
+/// off), say what is wrong, and stop the machine. Nothing else is set up.
 pub fn wrong_el(dtb: u64, el: u64) -> ! {
-    if dtb != 0 && dtb.is_multiple_of(8) {
-        // SAFETY: the boot protocol puts a DTB at `dtb`; only its header's totalsize is read
-        // here, byte by byte, and it is bounded before the blob is looked at.
-        let size = unsafe {
-            let p = dtb as *const u8;
-            (0..4).fold(0usize, |acc, i| {
-                acc << 8 | usize::from(core::ptr::read_volatile(p.add(4 + i)))
-            })
-        };
-        if (40..=MAX_DTB).contains(&size) {
-            // SAFETY: `size` bytes from `dtb` are the DT handed over by the firmware.
-            let blob = unsafe { core::slice::from_raw_parts(dtb as *const u8, size) };
-            if let Some(base) = hv_core::early::console_base(blob) {
-                // SAFETY: the DT's console PL011; with the MMU off all of memory is
-                // device memory, and nothing else runs on this CPU.
-                let uart = unsafe { pl011::Pl011::new(base) };
-                let mut w = PanicWriter(&uart);
-                let _ = core::fmt::Write::write_fmt(
-                    &mut w,
-                    format_args!(
-                        "\r\n(moat) error: entered at EL{el}, but moat runs at EL2 \
-                         (QEMU: -machine virtualization=on); stopping\r\n"
-                    ),
-                );
-            }
-        }
-    }
-    arch::park()
+    // With the MMU off every address is device memory: any UART the DT names will do.
+    early_console(dtb, u64::MAX);
+    emergency(format_args!(
+        "\r\n(moat) error: entered at EL{el}, but moat runs at EL2 \
+         (QEMU: -machine virtualization=on); stopping\r\n"
+    ));
+    stop_machine()
 }
 
 /// The primary CPU's Rust entry, with the MMU off, BSS cleared and a stack.
@@ -292,24 +344,34 @@ pub fn start(dtb: u64, stack_top: u64) -> ! {
     arch::mmu::enable();
     arch::vectors::install();
     mem::init();
-    let Some(host_dtb) = copy_dtb(dtb) else {
-        arch::park()
-    };
-    let cfg = match BootConfig::parse(&host_dtb) {
-        Ok(c) => c,
-        // Without a DT there is no console to report on: nothing to do but stop.
-        Err(_) => arch::park(),
-    };
-    let Some(uart) = cfg.console_uart().map(|u| u.regs.start.raw()) else {
-        arch::park()
-    };
-    CONSOLE_BASE.store(uart, Ordering::Relaxed);
-    // SAFETY: the DT names this PL011 as the console; EL2 maps [0, 1 GiB) as device
-    // memory, and dom0 sees the emulated vPL011 in its place, never this one.
-    unsafe { console::init(uart) };
     // EL2's identity map makes only [0, 1 GiB) device memory: every MMIO block moat drives
     // itself must lie there, or it would be accessed as cacheable RAM.
     let device_limit = arch::mmu::DEVICE_LIMIT;
+    early_console(dtb, device_limit);
+    let Some(host_dtb) = copy_dtb(dtb) else {
+        fatal(format_args!(
+            "no usable device tree at x0 = {dtb:#x} (the boot protocol passes the DTB there)"
+        ))
+    };
+    let cfg = match BootConfig::parse(&host_dtb) {
+        Ok(c) => c,
+        Err(e) => fatal(format_args!("the boot configuration is unusable: {e}")),
+    };
+    let Some(uart) = cfg.console_uart().map(|u| u.regs.start.raw()) else {
+        fatal(format_args!(
+            "no console: /chosen/stdout-path (or the dtuart= option) names no PL011 in the DT"
+        ))
+    };
+    if uart >= device_limit {
+        fatal(format_args!(
+            "the console UART at {uart:#x} lies above moat's device window ({device_limit:#x})"
+        ));
+    }
+    CONSOLE_BASE.store(uart, Ordering::Relaxed);
+    NOREBOOT.store(cfg.hv_args.noreboot, Ordering::Relaxed);
+    // SAFETY: the DT names this PL011 as the console, below the device window (checked
+    // above); dom0 sees the emulated vPL011 in its place, never this one.
+    unsafe { console::init(uart) };
     let gicr_end = cfg
         .gic
         .redists
@@ -577,7 +639,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
             format_args!("\n(moat) PANIC on CPU {}: {info}\n", cpu_index()),
         );
     }
-    arch::park()
+    stop_machine()
 }
 
 struct PanicWriter<'a>(&'a pl011::Pl011);

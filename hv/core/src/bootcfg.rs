@@ -108,6 +108,43 @@ pub enum BootCfgError {
     TooMany(&'static str),
 }
 
+impl core::fmt::Display for BootCfgError {
+    /// The line moat prints when it cannot boot: it names the node or the option at fault.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Fdt(e) => write!(f, "the device tree is malformed ({e:?})"),
+            Self::MissingNode(n) => write!(f, "the device tree has no {n} node"),
+            Self::MissingProperty { node, prop } => {
+                write!(f, "{node} has no `{prop}` property")
+            }
+            Self::BadProperty { node, prop } => {
+                write!(
+                    f,
+                    "{node}: `{prop}` has a wrong length or an unusable value"
+                )
+            }
+            Self::ZeroSize { node } => write!(f, "{node} has size zero"),
+            Self::BadVcpuCount { node } => write!(
+                f,
+                "{node}: the vCPU count must be between 1 and {MAX_VCPUS}"
+            ),
+            Self::OverlappingModules { first, second } => {
+                write!(f, "boot modules {first} and {second} overlap")
+            }
+            Self::DuplicateModule { node } => {
+                write!(f, "{node} is a second kernel (or ramdisk) for its domain")
+            }
+            Self::MissingKernel { node } => write!(f, "{node} has no kernel module"),
+            Self::BadBootArg { option } => write!(
+                f,
+                "hypervisor option `{option}` has a value moat cannot parse \
+                 (xen,xen-bootargs; see docs/book/errors.md)"
+            ),
+            Self::TooMany(what) => write!(f, "too many {what}"),
+        }
+    }
+}
+
 /// A DT `status` / `secure-status` value (Devicetree Specification v0.4, §2.3.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -281,6 +318,9 @@ pub struct HvArgs {
     pub dtuart: Option<String>,
     /// `trace=smc`: moat logs every mediated trusted-OS call (a teaching view).
     pub trace_smc: bool,
+    /// `noreboot` (Xen's spelling): after a fatal error, park the CPUs instead of powering
+    /// the machine off, so that a debugger can look at it.
+    pub noreboot: bool,
     /// Options accepted and ignored (`bootscrub=...`).
     pub ignored: Vec<String>,
     /// Options moat does not know: reported, not fatal.
@@ -544,6 +584,19 @@ impl BootConfig {
     }
 }
 
+/// The options moat knows, as a user writes them (`=` takes a value). The parser below and
+/// this list are checked against each other by a test; xtask shows it when it refuses an
+/// unknown option.
+pub const OPTIONS: &[&str] = &[
+    "dom0_mem=<size>[,max:<size>][,min:<size>]",
+    "dom0_max_vcpus=<n>",
+    "console=dtuart",
+    "dtuart=<path>",
+    "bootscrub=<ignored>",
+    "trace=smc",
+    "noreboot",
+];
+
 /// Parse the hypervisor command line. Unknown options are collected, never fatal; a known
 /// option with a bad value is an error naming the option.
 pub fn parse_hv_args(line: &str) -> Result<HvArgs, BootCfgError> {
@@ -581,6 +634,7 @@ pub fn parse_hv_args(line: &str) -> Result<HvArgs, BootCfgError> {
             "console" => a.console = Some(val.to_string()),
             "dtuart" => a.dtuart = Some(val.to_string()),
             "bootscrub" => a.ignored.push(opt.to_string()),
+            "noreboot" if val.is_empty() => a.noreboot = true,
             "trace" => {
                 for what in val.split(',') {
                     match what {
@@ -1691,5 +1745,35 @@ pub(crate) mod tests {
         );
         assert!(!parse_hv_args("dom0_max_vcpus=1").unwrap().trace_smc);
         assert!(parse_hv_args("trace=everything").is_err());
+    }
+
+    #[test]
+    fn noreboot_is_a_flag_and_errors_name_their_option() {
+        assert!(parse_hv_args("noreboot").unwrap().noreboot);
+        assert!(!parse_hv_args("dom0_max_vcpus=1").unwrap().noreboot);
+        // Xen's boolean form with a value is not moat's: reported as unknown, not taken.
+        let a = parse_hv_args("noreboot=0").unwrap();
+        assert!(!a.noreboot);
+        assert_eq!(a.unknown, ["noreboot=0"]);
+
+        let e = parse_hv_args("dom0_mem=zzz").unwrap_err();
+        let text = alloc::format!("{e}");
+        assert!(text.contains("`dom0_mem=zzz`"), "{text}");
+        let e = parse_hv_args("dom0_max_vcpus=0").unwrap_err();
+        assert!(alloc::format!("{e}").contains("dom0_max_vcpus=0"));
+    }
+
+    #[test]
+    fn every_documented_option_is_one_the_parser_knows() {
+        for o in OPTIONS {
+            let example = match o.split_once('=') {
+                Some((key, _)) if key == "dom0_mem" => alloc::format!("{key}=512M"),
+                Some((key, _)) if key == "dom0_max_vcpus" => alloc::format!("{key}=1"),
+                Some((key, v)) => alloc::format!("{key}={}", v.trim_matches(['<', '>'])),
+                None => alloc::string::String::from(*o),
+            };
+            let a = parse_hv_args(&example).unwrap();
+            assert!(a.unknown.is_empty(), "{example} is documented but unknown");
+        }
     }
 }

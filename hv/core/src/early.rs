@@ -138,6 +138,24 @@ pub fn console_base(dtb: &[u8]) -> Option<u64> {
     base
 }
 
+/// Whether the hypervisor command line (`/chosen/xen,xen-bootargs`) holds `option` as a
+/// whole word. moat reads `noreboot` this way before, and whatever, the full boot
+/// configuration parses: a fatal error must know whether to power off or park.
+pub fn hv_option(dtb: &[u8], option: &[u8]) -> bool {
+    let mut found = false;
+    let _ = walk(dtb, |path, name, value| {
+        if path.len() == 2 && path[1] == b"chosen" && name == b"xen,xen-bootargs" {
+            let line = value.split(|&c| c == 0).next().unwrap_or(&[]);
+            found = line
+                .split(|c| c.is_ascii_whitespace())
+                .any(|word| word == option);
+            return true;
+        }
+        false
+    });
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +179,68 @@ mod tests {
         for cut in [64, 1000, 4000, RUNTIME.len() - 1] {
             let _ = console_base(&RUNTIME[..cut]);
         }
+    }
+
+    /// A DT with only `/chosen/xen,xen-bootargs = line`.
+    fn chosen_with(line: &str) -> alloc::vec::Vec<u8> {
+        let strings = b"xen,xen-bootargs\0".to_vec();
+        let mut st = alloc::vec::Vec::new();
+        let push = |v: &mut alloc::vec::Vec<u8>, w: u32| v.extend_from_slice(&w.to_be_bytes());
+        push(&mut st, BEGIN_NODE);
+        st.extend_from_slice(&[0, 0, 0, 0]); // root: empty name, padded
+        push(&mut st, BEGIN_NODE);
+        st.extend_from_slice(b"chosen\0\0");
+        push(&mut st, PROP);
+        let mut v = line.as_bytes().to_vec();
+        v.push(0);
+        push(&mut st, v.len() as u32);
+        push(&mut st, 0);
+        st.extend_from_slice(&v);
+        while st.len() % 4 != 0 {
+            st.push(0);
+        }
+        push(&mut st, END_NODE);
+        push(&mut st, END_NODE);
+        push(&mut st, END);
+        let structs = 40u32;
+        let strings_off = structs + st.len() as u32;
+        let total = strings_off + strings.len() as u32;
+        let mut b = alloc::vec::Vec::new();
+        for w in [
+            MAGIC,
+            total,
+            structs,
+            strings_off,
+            40,
+            17,
+            16,
+            0,
+            strings.len() as u32,
+            st.len() as u32,
+        ] {
+            push(&mut b, w);
+        }
+        b.extend_from_slice(&st);
+        b.extend_from_slice(&strings);
+        b
+    }
+
+    #[test]
+    fn hypervisor_options_are_read_as_whole_words_even_when_others_are_bad() {
+        let dt = chosen_with("dom0_mem=zzz noreboot console=dtuart");
+        assert!(hv_option(&dt, b"noreboot"));
+        assert!(!hv_option(
+            &chosen_with("noreboot=0 xnoreboot"),
+            b"noreboot"
+        ));
+        assert!(!hv_option(&chosen_with(""), b"noreboot"));
+        // QEMU's DT has no xen,xen-bootargs at all.
+        assert!(!hv_option(RUNTIME, b"noreboot"));
+        // Truncated blobs: never a fault, and nothing found before the property.
+        for cut in [0, 20, 60] {
+            assert!(!hv_option(&dt[..cut], b"noreboot"));
+        }
+        let _ = hv_option(&dt[..dt.len() - 1], b"noreboot");
     }
 
     #[test]

@@ -76,8 +76,9 @@ pub struct QemuArgs {
     /// With --run: give up (exit 124) after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
-    /// Physical CPUs of the emulated board.
-    #[arg(long, default_value_t = 2)]
+    /// Physical CPUs of the emulated board: 1 to 8 (TF-A's QEMU platform has 8 cores, and
+    /// moat has 8 per-CPU stacks).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=MAX_SMP as i64))]
     pub smp: u32,
     /// RAM of the emulated board, in MiB.
     #[arg(long, default_value_t = 2048)]
@@ -111,6 +112,61 @@ pub struct QemuArgs {
     pub kernel: Option<String>,
     #[command(flatten)]
     pub stack: StackArgs,
+}
+
+/// xtask's exit status when the hypervisor stopped with a fatal error (124 is a timeout).
+pub const FATAL_EXIT: u8 = 125;
+
+/// Most CPUs a board may have: TF-A's QEMU platform (PLATFORM_CORE_COUNT = 2 clusters of 4)
+/// and moat (`hv::MAX_CPUS`) both stop at 8.
+pub const MAX_SMP: u32 = 8;
+
+/// Is `--smp n` a board TF-A and moat can run?
+pub fn check_smp(n: u32) -> std::result::Result<(), String> {
+    if (1..=MAX_SMP).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!("{n} is not in 1..={MAX_SMP}"))
+    }
+}
+
+/// Would moat accept these options (`--hv-args` for `--hv moat`)? The same parser moat runs
+/// at boot, plus: an option moat does not know is refused here (moat would only warn and
+/// ignore it, which hides a typo).
+pub fn check_moat_args(line: &str) -> std::result::Result<(), String> {
+    let a = hv_core::bootcfg::parse_hv_args(line).map_err(|e| e.to_string())?;
+    if let Some(u) = a.unknown.first() {
+        return Err(format!(
+            "moat has no option `{u}`; it knows {}",
+            hv_core::bootcfg::OPTIONS.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// What xtask checks before it boots anything, as clap-style errors.
+pub fn check_args(args: &QemuArgs) -> std::result::Result<(), clap::Error> {
+    use clap::CommandFactory;
+    let invalid = |arg: &str, value: &str, why: String| {
+        QemuCli::command().error(
+            clap::error::ErrorKind::InvalidValue,
+            format!("invalid value '{value}' for '{arg}': {why}"),
+        )
+    };
+    check_smp(args.smp).map_err(|why| invalid("--smp <SMP>", &args.smp.to_string(), why))?;
+    if let (Hv::Moat, Some(extra)) = (args.hv, &args.hv_args) {
+        check_moat_args(extra).map_err(|why| invalid("--hv-args <OPTIONS>", extra, why))?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask qemu`'s arguments on their own, for checking a command line without
+/// running it (the scenarios of refused configurations).
+#[derive(clap::Parser, Debug)]
+#[command(name = "cargo xtask qemu")]
+pub struct QemuCli {
+    #[command(flatten)]
+    pub args: QemuArgs,
 }
 
 /// How the stack is resolved (every command that builds or boots takes these).
@@ -396,6 +452,9 @@ pub fn run_exit(line: &str) -> Option<u8> {
 
 /// `cargo xtask qemu`.
 pub fn qemu(args: &QemuArgs) -> Result<u8> {
+    if let Err(e) = check_args(args) {
+        e.exit();
+    }
     let machine = Machine {
         smp: args.smp,
         mem_mib: args.mem,
@@ -469,6 +528,13 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
             println!("\nxtask: guest command exited with status {code}");
             Ok(code)
         }
+        Outcome::Fatal(cause) => {
+            eprintln!(
+                "\nxtask: the hypervisor stopped with a fatal error:\n  {cause}\n  console log: {}",
+                console_log.display()
+            );
+            Ok(FATAL_EXIT)
+        }
         Outcome::Failed(line) => bail!("the guest failed: {line}\n  console log: {}", console_log.display()),
         Outcome::Exited(code) => bail!(
             "QEMU exited ({code:?}) before the command finished\n  console log: {}\n  QEMU's stderr: {}",
@@ -485,6 +551,37 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xtask_refuses_what_moat_would_refuse_and_typos_moat_would_ignore() {
+        use clap::Parser;
+        assert!(check_moat_args("dom0_mem=512M dom0_max_vcpus=1 trace=smc noreboot").is_ok());
+        let e = check_moat_args("dom0_mem=zzz").unwrap_err();
+        assert!(e.contains("`dom0_mem=zzz`"), "{e}");
+        let e = check_moat_args("dom0_mam=1G").unwrap_err();
+        assert!(
+            e.contains("no option `dom0_mam=1G`") && e.contains("noreboot"),
+            "{e}"
+        );
+        assert!(check_smp(0).is_err() && check_smp(9).is_err());
+        assert!(check_smp(1).is_ok() && check_smp(8).is_ok());
+
+        let parse = |args: &[&str]| {
+            let mut v = vec!["cargo xtask qemu"];
+            v.extend_from_slice(args);
+            QemuCli::try_parse_from(v)
+        };
+        assert!(parse(&["--smp", "9"]).is_err());
+        // Xen's options are Xen's business: only moat's are checked.
+        let xen = parse(&["--hv", "xen", "--hv-args", "dom0_mem=zzz"]).unwrap();
+        assert!(check_args(&xen.args).is_ok());
+        let moat = parse(&["--hv-args", "dom0_mem=zzz"]).unwrap();
+        let e = check_args(&moat.args).unwrap_err().to_string();
+        assert!(
+            e.starts_with("error: invalid value 'dom0_mem=zzz' for '--hv-args <OPTIONS>'"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn the_run_exit_marker_is_parsed() {

@@ -160,9 +160,69 @@ pub enum Verdict {
     Fail(String),
 }
 
+/// The hypervisor's last words when it stops for good: moat's fatal marker (see
+/// `hv::FATAL_MARKER`) and panic line, and Xen's panic banner.
+const MOAT_FATAL: &str = "(moat) error: moat cannot continue";
+const MOAT_PANIC: &str = "(moat) PANIC on CPU";
+const XEN_PANIC: &str = "Panic on CPU";
+/// Most lines of a Xen panic message kept after its banner.
+const XEN_PANIC_LINES: usize = 8;
+
+/// Recognises a fatal hypervisor error on the console and assembles its cause: for moat,
+/// the `(moat) error:` lines just before the fatal marker (or the panic line); for Xen, the
+/// lines between `Panic on CPU N:` and the closing row of stars.
+#[derive(Debug, Default)]
+pub struct FatalWatch {
+    /// `(moat) error:` lines since the last other line.
+    errors: Vec<String>,
+    /// Inside a Xen panic message: the lines so far.
+    xen: Option<Vec<String>>,
+}
+
+impl FatalWatch {
+    /// Feed one console line. `Some(cause)` once a fatal error is complete.
+    pub fn feed(&mut self, line: &str) -> Option<String> {
+        if let Some(lines) = &mut self.xen {
+            let text = line.trim_start_matches("(XEN)").trim();
+            if text.starts_with("****") || lines.len() >= XEN_PANIC_LINES {
+                let cause = lines.join(" / ");
+                self.xen = None;
+                return Some(format!("Xen panicked: {cause}"));
+            }
+            if !text.is_empty() {
+                lines.push(text.to_string());
+            }
+            return None;
+        }
+        if let Some(at) = line.find(MOAT_PANIC) {
+            return Some(line[at..].to_string());
+        }
+        if let Some(at) = line.find(MOAT_FATAL) {
+            let cause = if self.errors.is_empty() {
+                line[at..].to_string()
+            } else {
+                self.errors.join(" / ")
+            };
+            self.errors.clear();
+            return Some(cause);
+        }
+        if line.contains(XEN_PANIC) && line.contains("(XEN)") {
+            self.xen = Some(Vec::new());
+            return None;
+        }
+        match line.find("(moat) error: ") {
+            Some(at) => self.errors.push(line[at..].to_string()),
+            None => self.errors.clear(),
+        }
+        None
+    }
+}
+
 /// How a captured run ended.
 #[derive(Debug)]
 pub enum Outcome {
+    /// The hypervisor stopped with a fatal error; its cause.
+    Fatal(String),
     /// The watcher said done.
     Done(u8),
     /// The watcher said fail.
@@ -182,6 +242,8 @@ pub struct Finished {
 
 /// How long QEMU may take to exit on its own after the final marker.
 const EXIT_GRACE: Duration = Duration::from_secs(10);
+/// How long QEMU may take to exit on its own after a fatal hypervisor error.
+const FATAL_GRACE: Duration = Duration::from_secs(2);
 
 /// Run with the console captured: every line is appended to `console_log`, optionally
 /// echoed, and given to `watch`. Ends on the watcher's verdict, QEMU's exit, or `timeout`.
@@ -221,6 +283,7 @@ pub fn run_captured(
     let deadline = Instant::now() + timeout;
     let mut line = Vec::new();
     let mut verdict = None;
+    let mut fatal = FatalWatch::default();
     while verdict.is_none() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -240,7 +303,33 @@ pub fn run_captured(
                 for b in chunk {
                     if b == b'\n' {
                         let text = String::from_utf8_lossy(&line);
-                        match watch(text.trim_end_matches('\r')) {
+                        let text = text.trim_end_matches('\r');
+                        // The watcher sees the line first (a scenario may assert it).
+                        let said = watch(text);
+                        if let Some(cause) = fatal.feed(text) {
+                            // The hypervisor has stopped: never wait for the timeout. moat
+                            // powers the machine off, so QEMU should exit by itself at once;
+                            // after FATAL_GRACE it is killed (noreboot parks; Xen reboots
+                            // into the same error).
+                            let grace = Instant::now() + FATAL_GRACE;
+                            let mut qemu_exited = false;
+                            while Instant::now() < grace {
+                                match rx.recv_timeout(Duration::from_millis(50)) {
+                                    Ok(more) => log.write_all(&more)?,
+                                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                                        qemu_exited = child.0.wait()?.success();
+                                        break;
+                                    }
+                                }
+                            }
+                            log.flush()?;
+                            return Ok(Finished {
+                                outcome: Outcome::Fatal(cause),
+                                qemu_exited,
+                            });
+                        }
+                        match said {
                             Verdict::Continue => {}
                             Verdict::Done(c) => verdict = Some(Outcome::Done(c)),
                             Verdict::Stop(c) => {
@@ -339,6 +428,65 @@ mod tests {
 
     fn has_pair(args: &[String], a: &str, b: &str) -> bool {
         args.windows(2).any(|w| w[0] == a && w[1] == b)
+    }
+
+    fn fatal_of(lines: &str) -> Vec<String> {
+        let mut w = FatalWatch::default();
+        lines.lines().filter_map(|l| w.feed(l)).collect()
+    }
+
+    #[test]
+    fn moat_s_fatal_marker_reports_the_errors_just_before_it() {
+        let got = fatal_of(
+            "NOTICE:  BL31: v2.12.1(release):\n\
+             (moat) error: first\n\
+             (moat) info line\n\
+             (moat) error: the boot configuration is unusable: hypervisor option `dom0_mem=zzz`\n\
+             (moat) error: moat cannot continue; powering off (the hypervisor option noreboot keeps it parked)\n",
+        );
+        assert_eq!(
+            got,
+            ["(moat) error: the boot configuration is unusable: hypervisor option `dom0_mem=zzz`"]
+        );
+        // A marker with nothing before it reports itself; a panic line is its own cause.
+        assert_eq!(
+            fatal_of("(moat) error: moat cannot continue; noreboot: this CPU parks for a debugger"),
+            ["(moat) error: moat cannot continue; noreboot: this CPU parks for a debugger"]
+        );
+        assert_eq!(
+            fatal_of("\r(moat) PANIC on CPU 1: panicked at hv/src/trap.rs:10:5: boom"),
+            ["(moat) PANIC on CPU 1: panicked at hv/src/trap.rs:10:5: boom"]
+        );
+        // Ordinary errors and warnings are not fatal.
+        assert!(fatal_of("(moat) error: d0: bad thing\n(moat) warning: x\n").is_empty());
+    }
+
+    #[test]
+    fn xen_s_panic_banner_reports_its_message() {
+        let got = fatal_of(
+            "(XEN) ****************************************\n\
+             (XEN) Panic on CPU 0:\n\
+             (XEN) Could not set up DOM0 guest OS (rc = -12)\n\
+             (XEN) ****************************************\n\
+             (XEN)\n\
+             (XEN) Reboot in five seconds...\n",
+        );
+        assert_eq!(
+            got,
+            ["Xen panicked: Could not set up DOM0 guest OS (rc = -12)"]
+        );
+        // A banner that never closes still ends, after a bounded number of lines.
+        let endless: String = core::iter::once("(XEN) Panic on CPU 1:\n".to_string())
+            .chain((0..20).map(|i| format!("(XEN) line {i}\n")))
+            .collect();
+        let got = fatal_of(&endless);
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].starts_with("Xen panicked: line 0 / line 1"),
+            "{got:?}"
+        );
+        // A guest printing the words is not Xen panicking.
+        assert!(fatal_of("[   1.0] test: Panic on CPU 0 is a string\n").is_empty());
     }
 
     #[test]

@@ -83,6 +83,23 @@ pub struct Scenario {
     /// The guest kernel's series (qemu/stack.toml's `kernel.series`); default: the manifest's.
     #[serde(default)]
     pub kernel: Option<String>,
+    /// The run must end in a fatal hypervisor error whose cause matches this regex (xtask's
+    /// own recognition of moat's fatal marker or Xen's panic, not a console marker).
+    #[serde(default)]
+    pub fatal: Option<String>,
+    /// With `fatal`: QEMU must still be running when the error is seen (the hypervisor
+    /// parked, as with `noreboot`), instead of having powered off.
+    #[serde(default)]
+    pub parks: bool,
+    /// Skip xtask's own checks of `smp` and `hv_args`, to reach the hypervisor's.
+    #[serde(default)]
+    pub unchecked: bool,
+    /// Not a boot: `cargo xtask qemu --hv <hv> --run <run> <xtask_args>` must be refused
+    /// before anything is built, with an error matching `refused`.
+    #[serde(default)]
+    pub xtask_args: Vec<String>,
+    #[serde(default)]
+    pub refused: Option<String>,
     /// Lock ids whose locked version is replaced by one that does not exist, to exercise the
     /// fallback: each must resolve to the newest version in its suite with exactly one
     /// warning, and `stack.resolved` must record the fallback.
@@ -128,12 +145,22 @@ impl Scenario {
             .chain(&s.secure)
             .chain(&s.forbid)
             .chain(&s.until)
+            .chain(&s.fatal)
+            .chain(&s.refused)
         {
             Regex::new(re).with_context(|| format!("scenario {name}: bad regex {re:?}"))?;
         }
         anyhow::ensure!(
             s.timeout_secs > 0,
             "scenario {name}: timeout_secs must be > 0"
+        );
+        anyhow::ensure!(
+            s.xtask_args.is_empty() == s.refused.is_none(),
+            "scenario {name}: xtask_args and refused go together"
+        );
+        anyhow::ensure!(
+            !s.parks || s.fatal.is_some(),
+            "scenario {name}: parks needs fatal"
         );
         Ok(s)
     }
@@ -198,7 +225,33 @@ pub fn judge(
     if s.poweroff && matches!(run.outcome, Outcome::Done(_)) && !run.qemu_exited {
         problems.push("the guest's power-off did not end QEMU".to_string());
     }
+    match (&s.fatal, &run.outcome) {
+        (Some(want), Outcome::Fatal(cause)) => {
+            if !Regex::new(want)?.is_match(cause) {
+                problems.push(format!("fatal error {cause:?} does not match /{want}/"));
+            }
+            match (s.parks, run.qemu_exited) {
+                (false, false) => problems.push(
+                    "after the fatal error the machine did not power off (QEMU was still running)"
+                        .to_string(),
+                ),
+                (true, true) => {
+                    problems.push("noreboot should have parked, but the machine powered off".into())
+                }
+                _ => {}
+            }
+            return finish(problems, s, console, secure_log);
+        }
+        (Some(want), other) => {
+            problems.push(format!(
+                "expected a fatal error /{want}/, but the run ended: {other:?}"
+            ));
+            return finish(problems, s, console, secure_log);
+        }
+        (None, _) => {}
+    }
     match &run.outcome {
+        Outcome::Fatal(cause) => problems.push(format!("the hypervisor stopped: {cause}")),
         Outcome::Done(code) if *code == s.exit_status => {}
         Outcome::Done(code) => {
             problems.push(format!("exit status {code}, expected {}", s.exit_status))
@@ -209,6 +262,16 @@ pub fn judge(
         )),
         Outcome::TimedOut => problems.push(format!("timed out after {} s", s.timeout_secs)),
     }
+    finish(problems, s, console, secure_log)
+}
+
+/// The marker checks every scenario ends with.
+fn finish(
+    mut problems: Vec<String>,
+    s: &Scenario,
+    console: &Ordered,
+    secure_log: &str,
+) -> Result<Vec<String>> {
     for m in console.missing() {
         problems.push(format!("console marker not seen: /{m}/"));
     }
@@ -264,6 +327,15 @@ pub fn judge_drift(drift: &[String], resolved: &[crate::resolve::Resolved]) -> V
 
 /// Boot one scenario and judge it. Returns the problems found.
 fn run_one(ctx: &mut profile::Ctx, s: &Scenario) -> Result<Vec<String>> {
+    if let Some(want) = &s.refused {
+        return judge_refusal(s, want);
+    }
+    if !s.unchecked {
+        profile::check_smp(s.smp).map_err(|e| anyhow::anyhow!("smp: {e}"))?;
+        if let (HvName::Moat, Some(extra)) = (s.hv, &s.hv_args) {
+            profile::check_moat_args(extra).map_err(|e| anyhow::anyhow!("hv_args: {e}"))?;
+        }
+    }
     let machine = Machine {
         smp: s.smp,
         mem_mib: s.mem,
@@ -336,6 +408,34 @@ fn run_one(ctx: &mut profile::Ctx, s: &Scenario) -> Result<Vec<String>> {
     let mut problems = drift_problems;
     problems.extend(judge(s, &finished, &console, &secure)?);
     Ok(problems)
+}
+
+/// A refusal scenario: the command line must be refused before anything is built.
+fn judge_refusal(s: &Scenario, want: &str) -> Result<Vec<String>> {
+    use clap::Parser;
+    let hv = format!("{:?}", s.hv).to_lowercase();
+    let mut argv: Vec<String> = ["cargo xtask qemu", "--hv", &hv, "--run", &s.run]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    argv.extend(s.xtask_args.iter().cloned());
+    let refusal = match profile::QemuCli::try_parse_from(&argv) {
+        Err(e) => Some(e.to_string()),
+        Ok(cli) => profile::check_args(&cli.args).err().map(|e| e.to_string()),
+    };
+    std::fs::write(
+        paths::run_dir(&format!("test-{}", s.name))?.join("refusal.txt"),
+        format!(
+            "{}\n{}\n",
+            argv.join(" "),
+            refusal.as_deref().unwrap_or("(accepted)")
+        ),
+    )?;
+    Ok(match refusal {
+        None => vec![format!("`{}` was accepted", argv.join(" "))],
+        Some(msg) if Regex::new(want)?.is_match(&msg) => vec![],
+        Some(msg) => vec![format!("refused, but with {msg:?}, not /{want}/")],
+    })
 }
 
 fn host_tests() -> Result<()> {
