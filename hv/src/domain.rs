@@ -52,9 +52,30 @@ impl core::fmt::Display for BuildError {
     }
 }
 
+/// Rate limiters for the warnings a domain's guest can cause: one set per domain, so that
+/// one guest's noise never hides another's.
+#[derive(Default)]
+pub struct Limiters {
+    pub unknown_hvc: hv_core::ratelimit::Limiter,
+    pub trusted_os: hv_core::ratelimit::Limiter,
+    pub unsupported_call: hv_core::ratelimit::Limiter,
+    pub sysreg: hv_core::ratelimit::Limiter,
+    pub abort: hv_core::ratelimit::Limiter,
+    pub unknown_exit: hv_core::ratelimit::Limiter,
+    pub psci_refused: hv_core::ratelimit::Limiter,
+    pub fiq: hv_core::ratelimit::Limiter,
+    pub vcpu_starts: hv_core::ratelimit::Limiter,
+    pub cpu_on_failed: hv_core::ratelimit::Limiter,
+}
+
 /// A running domain.
 pub struct Domain {
+    /// Its id: 0 for dom0, then the domUs in DT order (`d<id>` in every log line).
     pub id: DomainId,
+    /// Its VMID (stage-2 TLB tag): the id plus one, so that no domain uses VMID 0.
+    pub vmid: u16,
+    /// Warnings its guest can cause, each rate-limited on its own.
+    pub limits: Limiters,
     pub vm: Mutex<Vm>,
     /// The domain's stage-2. Built once and never changed while the domain runs, so every
     /// page the OP-TEE mediator pins (`pins`) stays mapped for as long as OP-TEE may use it;
@@ -77,13 +98,13 @@ pub struct Domain {
     pub vgic: Mutex<Vgic>,
     /// Its emulated PL011.
     pub vuart: Mutex<Vpl011>,
-    /// The vGIC distributor window (IPA == PA for dom0).
-    pub gicd: Range<PhysAddr>,
+    /// The vGIC distributor window (an IPA range; for dom0 the host's address).
+    pub gicd: Range<Ipa>,
     /// The vGIC redistributor window: one 128 KiB frame pair per vCPU.
-    pub gicr: Range<PhysAddr>,
+    pub gicr: Range<Ipa>,
     /// The vPL011 window.
-    pub uart: Range<PhysAddr>,
-    /// The vPL011's interrupt (the host UART's INTID).
+    pub uart: Range<Ipa>,
+    /// The vPL011's (virtual) interrupt: for dom0 the host UART's INTID.
     pub uart_intid: u32,
     /// The host's redistributor region (base, length), for per-CPU enables.
     pub host_gicr: (u64, u64),
@@ -305,7 +326,8 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
     for d in &devices {
         s2.map(ipa_range(d), d.start, Attrs::DEVICE)?;
     }
-    let vmid = 1;
+    let id = DomainId(0);
+    let vmid = id.0 + 1;
     let vtcr = stage2::vtcr_el2(&config, p.vmid16).get();
     let vttbr = stage2::vttbr_el2(s2.root(), vmid).get();
     let mut vgic = Vgic::new(vcpus, p.gic_lines.saturating_sub(32))?;
@@ -322,10 +344,12 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
         }
     }
     let ram_ipa: Vec<Range<Ipa>> = dt.ram.iter().map(ipa_range).collect();
-    let mut vm = Vm::new(DomainId(0), p.pcpus, &ram_ipa)?;
+    let mut vm = Vm::new(id, p.pcpus, &ram_ipa)?;
     vm.start(entry, dtb_pa.raw())?;
     Ok(Domain {
-        id: DomainId(0),
+        id,
+        vmid,
+        limits: Limiters::default(),
         vm: Mutex::new(vm),
         stage2: s2,
         vtcr,
@@ -336,9 +360,9 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
         entry,
         vgic: Mutex::new(vgic),
         vuart: Mutex::new(Vpl011::new()),
-        gicd: gic.dist,
-        gicr,
-        uart: uart_window,
+        gicd: ipa_range(&gic.dist),
+        gicr: ipa_range(&gicr),
+        uart: ipa_range(&uart_window),
         uart_intid,
         host_gicr: (host_gicr.start.raw(), host_gicr.len()),
         pins: Mutex::new(alloc::collections::BTreeMap::new()),

@@ -16,17 +16,21 @@
 
 extern crate alloc;
 
-/// Log something a guest caused, rate-limited by `$limiter` (an `hv_core::ratelimit::Limiter`):
-/// a guest must never flood moat's console.
+/// Log something the guest of `$dom` caused, rate-limited by its own `$dom.limits.$kind`:
+/// a guest must never flood moat's console, nor hide another guest's warnings. The line is
+/// prefixed with the domain (`d1: ...`).
 macro_rules! guest_warn {
-    ($limiter:expr, $($arg:tt)*) => {
-        if let Some(suppressed) = $limiter.hit($crate::arch::counter(), $crate::arch::counter_frequency()) {
+    ($dom:expr, $kind:ident, $($arg:tt)*) => {{
+        let dom: &$crate::domain::Domain = $dom;
+        if let Some(suppressed) =
+            dom.limits.$kind.hit($crate::arch::counter(), $crate::arch::counter_frequency())
+        {
             if suppressed > 0 {
-                log::warn!("d0: ({} similar warnings suppressed)", suppressed);
+                log::warn!("d{}: ({} similar warnings suppressed)", dom.id.0, suppressed);
             }
-            log::warn!($($arg)*);
+            log::warn!("d{}: {}", dom.id.0, format_args!($($arg)*));
         }
-    };
+    }};
 }
 
 pub mod arch;
@@ -61,9 +65,12 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The system, set up once by the primary CPU before any secondary starts.
 struct System {
     firmware: FirmwareFeatures,
-    dom0: Domain,
+    /// Every domain, by id: dom0 first.
+    domains: Vec<Domain>,
     /// MPIDR of each physical CPU, by index.
     mpidrs: Vec<u64>,
+    /// The console UART's (physical) interrupt, which moat keeps.
+    console_intid: u32,
 }
 
 static SYSTEM: Once<System> = Once::new();
@@ -71,15 +78,11 @@ static SYSTEM: Once<System> = Once::new();
 static GICD: Once<gic::Gicd> = Once::new();
 /// List registers per CPU (the same on every CPU of this system).
 static LIST_REGISTERS: AtomicUsize = AtomicUsize::new(0);
-/// Which vCPU index each pCPU runs.
-static VCPU_OF_CPU: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+/// What each pCPU runs: `domain id << 16 | vCPU index` (set before it enters the guest).
+static CURRENT: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 
 /// How often CPU_ON is retried while the firmware still sees the pCPU as on.
 const CPU_ON_RETRIES: usize = 100;
-/// vCPU start messages (a guest can cycle CPU_OFF/CPU_ON).
-static VCPU_STARTS: hv_core::ratelimit::Limiter = hv_core::ratelimit::Limiter::new();
-/// Firmware refusals of CPU_ON, which a guest's CPU_ON triggers.
-static CPU_ON_FAILED: hv_core::ratelimit::Limiter = hv_core::ratelimit::Limiter::new();
 
 /// The GIC maintenance interrupt (PPI 9), which moat keeps.
 pub const MAINTENANCE_INTID: u32 = 25;
@@ -105,8 +108,28 @@ fn system() -> &'static System {
         .expect("the system is set up before any guest runs")
 }
 
-pub(crate) fn dom0() -> &'static Domain {
-    &system().dom0
+/// Domain `id`, if it exists.
+pub(crate) fn domain(id: u16) -> Option<&'static Domain> {
+    system().domains.get(usize::from(id))
+}
+
+/// Every domain, dom0 first.
+pub(crate) fn domains() -> &'static [Domain] {
+    &system().domains
+}
+
+/// The domain and vCPU this pCPU runs.
+pub(crate) fn current() -> (&'static Domain, usize) {
+    let v = CURRENT[cpu_index() % MAX_CPUS].load(Ordering::Relaxed);
+    let domains = &system().domains;
+    // Only ever set from an existing domain's id (run_vcpu); dom0 is a safe fallback.
+    let dom = domains.get(v >> 16).unwrap_or(&domains[0]);
+    (dom, v & 0xffff)
+}
+
+/// The console UART's physical interrupt.
+pub(crate) fn console_intid() -> u32 {
+    system().console_intid
 }
 
 pub(crate) fn gicd() -> &'static gic::Gicd {
@@ -121,11 +144,6 @@ pub(crate) fn mpidr_of(pcpu: usize) -> u64 {
 
 pub(crate) fn list_register_count() -> usize {
     LIST_REGISTERS.load(Ordering::Relaxed)
-}
-
-/// The vCPU this pCPU runs.
-pub(crate) fn current_vcpu() -> usize {
-    VCPU_OF_CPU[cpu_index() % MAX_CPUS].load(Ordering::Relaxed)
 }
 
 pub(crate) fn firmware_features() -> FirmwareFeatures {
@@ -471,10 +489,11 @@ pub fn start(dtb: u64, stack_top: u64) -> ! {
     let console_intid = dom0.uart_intid;
     SYSTEM.call_once(|| System {
         firmware,
-        dom0,
+        domains: alloc::vec![dom0],
         mpidrs,
+        console_intid,
     });
-    vdev::init_console();
+    vdev::init_console(domains());
     // moat's console input: the UART's SPI stays moat's (never HW-linked to a guest).
     gicd.set_enabled(console_intid, true);
     console::with_uart(|u| u.enable_rx_irq());
@@ -490,15 +509,18 @@ pub fn start_secondary(cpu: usize, stack_top: u64) -> ! {
 
 /// Enter the vCPU pinned to this pCPU.
 fn run_vcpu(cpu: usize, stack_top: u64) -> ! {
-    let dom = dom0();
-    let Some(index) = dom.vm.lock().vcpus().iter().position(|v| v.pcpu == cpu) else {
+    let pinned = domains().iter().find_map(|d| {
+        let index = d.vm.lock().vcpus().iter().position(|v| v.pcpu == cpu)?;
+        Some((d, index))
+    });
+    let Some((dom, index)) = pinned else {
         fatal(format_args!("pCPU {cpu} started with no vCPU pinned to it"))
     };
     let (entry, x0) = match dom.vm.lock().enter(index) {
         Ok(v) => v,
-        Err(e) => fatal(format_args!("d0 vCPU {index} cannot start: {e}")),
+        Err(e) => fatal(format_args!("d{} vCPU {index} cannot start: {e}", dom.id.0)),
     };
-    VCPU_OF_CPU[cpu % MAX_CPUS].store(index, Ordering::Relaxed);
+    CURRENT[cpu % MAX_CPUS].store(usize::from(dom.id.0) << 16 | index, Ordering::Relaxed);
     let (gicr_base, gicr_len) = dom.host_gicr;
     // SAFETY: the host's redistributor region from the DT, device-mapped at EL2 and never
     // mapped into a guest.
@@ -539,12 +561,15 @@ fn run_vcpu(cpu: usize, stack_top: u64) -> ! {
     frame.elr = entry.raw();
     frame.spsr = regs::SPSR_EL1H_MASKED;
     // A guest can turn vCPUs off and on at will: this line is rate-limited like a warning.
-    if VCPU_STARTS
+    if dom
+        .limits
+        .vcpu_starts
         .hit(arch::counter(), arch::counter_frequency())
         .is_some()
     {
         log::info!(
-            "d0: vCPU {index} starts on pCPU {cpu} at {:?}, x0 = {:#x}",
+            "d{}: vCPU {index} starts on pCPU {cpu} at {:?}, x0 = {:#x}",
+            dom.id.0,
             entry,
             x0
         );
@@ -584,7 +609,8 @@ pub(crate) fn start_vcpu(dom: &Domain, index: usize, _entry: Ipa, _context: u64)
     }
     if r != 0 {
         guest_warn!(
-            CPU_ON_FAILED,
+            dom,
+            cpu_on_failed,
             "firmware CPU_ON of pCPU {pcpu} failed: {:#x}",
             r
         );
@@ -612,10 +638,12 @@ pub(crate) fn stop_this_cpu(_dom: &Domain, cpu: usize) -> ! {
     fatal(format_args!("firmware CPU_OFF returned on pCPU {cpu}"))
 }
 
-/// SYSTEM_OFF or SYSTEM_RESET through the firmware (dom0 owns the machine).
-pub(crate) fn firmware_system(function: u32) -> ! {
+/// SYSTEM_OFF or SYSTEM_RESET through the firmware: dom0 owns the machine, so its request
+/// ends (or resets) everything, as in Xen.
+pub(crate) fn firmware_system(dom: &Domain, function: u32) -> ! {
     log::info!(
-        "d0 asked for {}",
+        "d{} asked for {}",
+        dom.id.0,
         if function == psci_ids::SYSTEM_OFF {
             "power-off"
         } else {

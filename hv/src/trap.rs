@@ -16,23 +16,15 @@ use hv_core::addr::Ipa;
 use hv_core::esr::{self, Exit, SysReg, SysRegAccess, Wfx};
 use hv_core::mmio;
 use hv_core::psci::{self, Action};
-use hv_core::ratelimit::Limiter;
 use hv_core::smccc::{self, ArchAction, Call, Conduit, Route};
 use tock_registers::interfaces::{Readable, Writeable};
 
 use crate::arch::{self, TrapFrame};
+use crate::domain::Domain;
 use crate::vdev;
 
 /// SMCCC NOT_SUPPORTED, as the 64-bit register value a caller reads.
 const NOT_SUPPORTED: u64 = smccc::ret(smccc::NOT_SUPPORTED);
-
-static UNKNOWN_HVC: Limiter = Limiter::new();
-static TRUSTED_OS: Limiter = Limiter::new();
-static UNSUPPORTED_CALL: Limiter = Limiter::new();
-static SYSREG: Limiter = Limiter::new();
-static ABORT: Limiter = Limiter::new();
-static UNKNOWN_EXIT: Limiter = Limiter::new();
-static PSCI_REFUSED: Limiter = Limiter::new();
 
 fn call_of(frame: &TrapFrame) -> Call {
     Call {
@@ -44,10 +36,10 @@ fn call_of(frame: &TrapFrame) -> Call {
 }
 
 /// Handle an SMCCC call (HVC or trapped SMC) from the guest; results go to x0..x3.
-fn smccc_call(frame: &mut TrapFrame, conduit: Conduit) {
+fn smccc_call(dom: &'static Domain, vcpu: usize, frame: &mut TrapFrame, conduit: Conduit) {
     let call = call_of(frame);
     match smccc::route(&call, conduit, &crate::firmware_features()) {
-        Route::Psci => psci_call(frame, &call),
+        Route::Psci => psci_call(dom, vcpu, frame, &call),
         Route::Arch(ArchAction::Reply(v)) => frame.x[0] = v,
         Route::Arch(ArchAction::ForwardWorkaround(_)) => {
             // The firmware said this workaround is needed on this PE, and the vCPU owns the
@@ -58,12 +50,13 @@ fn smccc_call(frame: &mut TrapFrame, conduit: Conduit) {
             frame.x[0] = arch::smc(regs)[0];
         }
         Route::TrustedOs => {
-            if !crate::tee::call(crate::dom0(), frame) {
+            if !crate::tee::call(dom, frame) {
                 // No mediator (OP-TEE without NS-virtualization, or absent): a guest never
                 // reaches the secure world directly.
                 guest_warn!(
-                    TRUSTED_OS,
-                    "d0: trusted-OS call {:#x} refused (no OP-TEE mediator)",
+                    dom,
+                    trusted_os,
+                    "trusted-OS call {:#x} refused (no OP-TEE mediator)",
                     call.function_id
                 );
                 frame.x[0] = NOT_SUPPORTED;
@@ -71,8 +64,9 @@ fn smccc_call(frame: &mut TrapFrame, conduit: Conduit) {
         }
         Route::NotSupported => {
             guest_warn!(
-                UNSUPPORTED_CALL,
-                "d0: unsupported SMCCC call {:#x} by {:?}",
+                dom,
+                unsupported_call,
+                "unsupported SMCCC call {:#x} by {:?}",
                 call.function_id,
                 conduit
             );
@@ -81,17 +75,15 @@ fn smccc_call(frame: &mut TrapFrame, conduit: Conduit) {
     }
 }
 
-fn psci_call(frame: &mut TrapFrame, call: &Call) {
+fn psci_call(dom: &'static Domain, vcpu: usize, frame: &mut TrapFrame, call: &Call) {
     let decoded = psci::decode(call);
-    let dom = crate::dom0();
     let cpu = crate::cpu_index();
-    let vcpu = crate::current_vcpu();
     let action = {
         let mut vm = dom.vm.lock();
         let action = psci::decide(&decoded, &vm.psci_view());
         if let Err(e) = vm.apply(vcpu, &action) {
             // The state machine disagrees with the decision: refuse rather than act.
-            guest_warn!(PSCI_REFUSED, "d0: PSCI {decoded:?} refused: {e}");
+            guest_warn!(dom, psci_refused, "PSCI {decoded:?} refused: {e}");
             frame.x[0] = smccc::ret(psci::DENIED);
             return;
         }
@@ -116,8 +108,8 @@ fn psci_call(frame: &mut TrapFrame, call: &Call) {
             frame.x[0] = crate::start_vcpu(dom, index, entry, context_id);
         }
         Action::StopThisVcpu => crate::stop_this_cpu(dom, cpu),
-        Action::SystemOff => crate::firmware_system(psci::SYSTEM_OFF),
-        Action::SystemReset => crate::firmware_system(psci::SYSTEM_RESET),
+        Action::SystemOff => crate::firmware_system(dom, psci::SYSTEM_OFF),
+        Action::SystemReset => crate::firmware_system(dom, psci::SYSTEM_RESET),
     }
 }
 
@@ -178,16 +170,19 @@ fn inject_undef(frame: &mut TrapFrame) {
 /// A guest exited to EL2 synchronously.
 #[no_mangle]
 extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
+    let (dom, vcpu) = crate::current();
     let esr_raw = ESR_EL2.get();
     let esr_copy = esr::EsrEl2::new(esr_raw);
     match esr::decode(esr_copy) {
-        Exit::Hvc64 { imm16: 0 } | Exit::Hvc32 { imm16: 0 } => smccc_call(frame, Conduit::Hvc),
+        Exit::Hvc64 { imm16: 0 } | Exit::Hvc32 { imm16: 0 } => {
+            smccc_call(dom, vcpu, frame, Conduit::Hvc)
+        }
         Exit::Hvc64 { imm16 } | Exit::Hvc32 { imm16 } => {
-            guest_warn!(UNKNOWN_HVC, "d0: hvc #{imm16:#x} is not a moat call");
+            guest_warn!(dom, unknown_hvc, "hvc #{imm16:#x} is not a moat call");
             frame.x[0] = NOT_SUPPORTED;
         }
         Exit::Smc64 { .. } | Exit::Smc32 => {
-            smccc_call(frame, Conduit::Smc);
+            smccc_call(dom, vcpu, frame, Conduit::Smc);
             // A trapped SMC reports the SMC itself as the return address.
             frame.elr = frame.elr.wrapping_add(esr::instruction_len(esr_copy));
         }
@@ -203,13 +198,14 @@ extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
             rt,
         } if reg == SysReg::ICC_SGI1R_EL1 => {
             let value = if rt == 31 { 0 } else { frame.x[rt as usize] };
-            vdev::sgi(crate::dom0(), crate::current_vcpu(), value);
+            vdev::sgi(dom, vcpu, value);
             frame.elr = frame.elr.wrapping_add(esr::instruction_len(esr_copy));
         }
         Exit::SysReg { reg, access, .. } => {
             guest_warn!(
-                SYSREG,
-                "d0: {access:?} of {reg:?} at {:#x}: UNDEF injected",
+                dom,
+                sysreg,
+                "{access:?} of {reg:?} at {:#x}: UNDEF injected",
                 frame.elr
             );
             inject_undef(frame);
@@ -218,14 +214,14 @@ extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
             let hpfar = HPFAR_EL2.get();
             let far = FAR_EL2.get();
             if let Ok(access) = mmio::decode(&da, mmio::HpfarEl2::new(hpfar), far) {
-                match vdev::mmio(crate::dom0(), frame, &access) {
+                match vdev::mmio(dom, frame, &access) {
                     vdev::Emulated::Done => {
                         frame.elr = frame.elr.wrapping_add(esr::instruction_len(esr_copy));
-                        vdev::flush_lrs(crate::dom0(), crate::current_vcpu());
+                        vdev::flush_lrs(dom, vcpu);
                         return;
                     }
                     vdev::Emulated::Refused => {
-                        guest_warn!(ABORT, "d0: {:?} refused by the emulated device", access);
+                        guest_warn!(dom, abort, "{:?} refused by the emulated device", access);
                     }
                     vdev::Emulated::NotMine => {}
                 }
@@ -234,8 +230,9 @@ extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
             // the bus would: a synchronous external abort.
             let ipa = (hpfar & 0x0fff_ffff_fff0) << 8 | (far & 0xfff);
             guest_warn!(
-                ABORT,
-                "d0: {} of unmapped IPA {:?} at {:#x}: abort injected",
+                dom,
+                abort,
+                "{} of unmapped IPA {:?} at {:#x}: abort injected",
                 if da.write { "write" } else { "read" },
                 Ipa(ipa),
                 frame.elr
@@ -250,8 +247,9 @@ extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
         Exit::InstrAbort(_) => {
             let ipa = (HPFAR_EL2.get() & 0x0fff_ffff_fff0) << 8 | (FAR_EL2.get() & 0xfff);
             guest_warn!(
-                ABORT,
-                "d0: instruction fetch from unmapped IPA {:?} at {:#x}: abort injected",
+                dom,
+                abort,
+                "instruction fetch from unmapped IPA {:?} at {:#x}: abort injected",
                 Ipa(ipa),
                 frame.elr
             );
@@ -263,31 +261,31 @@ extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
         }
         Exit::Unknown { ec, iss } => {
             guest_warn!(
-                UNKNOWN_EXIT,
-                "d0: unhandled exit EC {ec:#x} ISS {iss:#x} at {:#x}: UNDEF injected",
+                dom,
+                unknown_exit,
+                "unhandled exit EC {ec:#x} ISS {iss:#x} at {:#x}: UNDEF injected",
                 frame.elr
             );
             inject_undef(frame);
         }
     }
-    vdev::flush_lrs(crate::dom0(), crate::current_vcpu());
+    vdev::flush_lrs(dom, vcpu);
 }
 
 /// A physical IRQ while a guest ran (HCR_EL2.IMO = 1 routes them all to moat).
 #[no_mangle]
 extern "C" fn moat_lower_irq(_frame: &mut TrapFrame) {
-    let vcpu = crate::current_vcpu();
-    vdev::irq(crate::dom0(), vcpu);
-    vdev::flush_lrs(crate::dom0(), vcpu);
+    let (dom, vcpu) = crate::current();
+    vdev::irq(dom, vcpu);
+    vdev::flush_lrs(dom, vcpu);
 }
-
-static FIQ: Limiter = Limiter::new();
 
 /// A Non-secure FIQ while a guest ran (HCR_EL2.FMO = 1). None is expected: secure-world
 /// interrupts go to EL3, and moat gives guests no virtual FIQs. Ignore it, boundedly loud.
 #[no_mangle]
 extern "C" fn moat_lower_fiq(_frame: &mut TrapFrame) {
-    guest_warn!(FIQ, "unexpected FIQ at EL2, ignored");
+    let (dom, _) = crate::current();
+    guest_warn!(dom, fiq, "unexpected FIQ at EL2, ignored");
 }
 
 #[no_mangle]

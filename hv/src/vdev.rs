@@ -10,7 +10,7 @@
 //!   every return to a guest ─► sync_lrs + fill_lrs for this vCPU
 //! ```
 
-use hv_core::addr::{PhysAddr, Range};
+use hv_core::addr::{Ipa, Range};
 use hv_core::console::{ConsoleMux, Focus, InputAction};
 use hv_core::mmio::{Direction, MmioAccess};
 use hv_core::vgic::{Effect, Target, MAX_LRS};
@@ -36,15 +36,20 @@ pub enum Emulated {
     Refused,
 }
 
-/// Set up the console mux with dom0 focused, as Xen starts.
-pub fn init_console() {
+/// Set up the console mux for every domain, with dom0 focused, as Xen starts.
+pub fn init_console(domains: &[Domain]) {
     let mut mux = ConsoleMux::new();
-    if mux.add_domain(0).is_ok() && mux.set_focus(Focus::Domain(0)).is_ok() {
+    for d in domains {
+        if let Err(e) = mux.add_domain(d.id.0) {
+            log::warn!("d{}: no console input ({e:?})", d.id.0);
+        }
+    }
+    if mux.set_focus(Focus::Domain(0)).is_ok() {
         *CONSOLE.lock() = Some(mux);
     }
 }
 
-fn in_range(r: &Range<PhysAddr>, ipa: u64) -> Option<usize> {
+fn in_range(r: &Range<Ipa>, ipa: u64) -> Option<usize> {
     (ipa >= r.start.raw() && ipa < r.end.raw()).then(|| (ipa - r.start.raw()) as usize)
 }
 
@@ -165,7 +170,7 @@ pub fn mmio(dom: &Domain, frame: &mut TrapFrame, a: &MmioAccess) -> Emulated {
                         let mut console = CONSOLE.lock();
                         match console.as_mut() {
                             Some(mux) => {
-                                mux.output(0, &[byte], &mut |b| crate::console::put_bytes(b))
+                                mux.output(dom.id.0, &[byte], &mut |b| crate::console::put_bytes(b))
                             }
                             None => crate::console::put_bytes(&[byte]),
                         }
@@ -215,8 +220,8 @@ pub fn sgi(dom: &Domain, vcpu: usize, value: u64) {
     }
 }
 
-/// Bytes typed on moat's console UART.
-fn console_input(dom: &Domain) {
+/// Bytes typed on moat's console UART: to the domain that has the input, or to moat.
+fn console_input() {
     // Bounded: at most two FIFOs' worth per interrupt; the rest waits for the next one.
     for _ in 0..MAX_INPUT_PER_IRQ {
         let Some(Some(byte)) = crate::console::with_uart(|u| u.get()) else {
@@ -230,14 +235,18 @@ fn console_input(dom: &Domain) {
             InputAction::Held => {}
             InputAction::Switched(notice) => crate::print!("{notice}"),
             InputAction::Deliver(d) => match d.to {
-                Focus::Domain(0) => {
-                    let mut u = dom.vuart.lock();
-                    for &b in d.bytes() {
-                        // A full FIFO drops input, as a real UART overruns.
-                        let _ = u.push_input(b);
+                Focus::Domain(id) => {
+                    if let Some(dom) = crate::domain(id) {
+                        {
+                            let mut u = dom.vuart.lock();
+                            for &b in d.bytes() {
+                                // A full FIFO drops input, as a real UART overruns.
+                                let _ = u.push_input(b);
+                            }
+                        }
+                        update_uart_irq(dom);
                     }
                 }
-                Focus::Domain(_) => {}
                 Focus::Hypervisor => {
                     for &b in d.bytes() {
                         hypervisor_key(b);
@@ -247,7 +256,6 @@ fn console_input(dom: &Domain) {
         }
     }
     crate::console::with_uart(|u| u.clear_rx_irq());
-    update_uart_irq(dom);
 }
 
 /// A key typed while moat has the console's input.
@@ -257,13 +265,20 @@ fn hypervisor_key(b: u8) {
             "(moat) keys: 'h' this help, 'd' domains; type CTRL-a three times to switch input\n"
         ),
         b'd' => {
-            let dom = crate::dom0();
-            let vm = dom.vm.lock();
-            crate::print!("(moat) d0: {:?}, vCPUs:", vm.state());
-            for (i, v) in vm.vcpus().iter().enumerate() {
-                crate::print!(" {}={:?}@pCPU{}", i, v.state, v.pcpu);
+            for dom in crate::domains() {
+                let vm = dom.vm.lock();
+                crate::print!(
+                    "(moat) d{}: {:?}, VMID {}, {} pinned pages, vCPUs:",
+                    dom.id.0,
+                    vm.state(),
+                    dom.vmid,
+                    dom.pins.lock().len()
+                );
+                for (i, v) in vm.vcpus().iter().enumerate() {
+                    crate::print!(" {}={:?}@pCPU{}", i, v.state, v.pcpu);
+                }
+                crate::print!("\n");
             }
-            crate::print!("\n");
         }
         _ => {}
     }
@@ -281,8 +296,8 @@ pub fn irq(dom: &Domain, vcpu: usize) {
         if intid == gic::KICK_SGI || intid == crate::MAINTENANCE_INTID {
             // Nothing to do here: the list registers are refilled on the way out.
             gic::deactivate(intid);
-        } else if intid == dom.uart_intid {
-            console_input(dom);
+        } else if intid == crate::console_intid() {
+            console_input();
             gic::deactivate(intid);
         } else {
             let injected = dom.vgic.lock().inject(vcpu, intid);
