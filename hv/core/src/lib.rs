@@ -20,6 +20,7 @@ pub mod early;
 pub mod error;
 pub mod esr;
 pub mod fdt;
+pub mod guest;
 pub mod mmio;
 pub mod psci;
 pub mod ratelimit;
