@@ -13,8 +13,9 @@
 //!   #address-cells, #size-cells        cells of the module `reg`s below
 //!   module@... compatible = "multiboot,kernel", "multiboot,module"; reg   dom0's kernel
 //!   module@... compatible = "multiboot,ramdisk", "multiboot,module"; reg  dom0's ramdisk
-//!   domU1 { compatible = "xen,domain"; memory = <KiB>; cpus = <n>; vpl011;
-//!           #address-cells, #size-cells; bootargs; module@... (kernel, ramdisk) }
+//!   domU1 { compatible = "xen,domain"; memory = <KiB>; cpus = <n>; vpl011; nr_spis;
+//!           xen,tee = "optee"; #address-cells, #size-cells; bootargs;
+//!           module@... (kernel, ramdisk) }
 //! ```
 //!
 //! Command lines follow booting.txt: `xen,xen-bootargs` is the hypervisor's and
@@ -29,6 +30,16 @@
 //! zero memory, `cpus = 0`, overlapping modules, unparsable numbers) is a [`BootCfgError`]
 //! naming the node and property. The hypervisor command line is lenient instead: unknown
 //! options are collected in [`HvArgs::unknown`] and reported, not fatal.
+//!
+//! **Domain nodes are read strictly.** A `xen,domain` node and its modules may carry only
+//! the properties moat implements (`DOMU_PROPS`, `MODULE_PROPS` below). A Xen binding moat
+//! does not implement (`direct-map`, `xen,static-mem`, `xen,enhanced`, `domain-cpupool`,
+//! `xen,domain-p2m-mem-mb`, `xen,uefi-binary`, a `multiboot,device-tree` module, static
+//! shared memory or event-channel nodes, `xen,cpupool` in `/chosen`, `xen,passthrough` on a
+//! host device) is [`BootCfgError::Unsupported`]; anything else unknown is
+//! [`BootCfgError::UnknownProperty`] or [`BootCfgError::UnknownNode`]; properties that
+//! contradict each other are [`BootCfgError::Conflict`]. A configuration written for Xen
+//! then either boots the same under moat or says why not, never half-applied.
 //!
 //! Limitation: addresses are read as written in `reg`; a node below a bus with a
 //! non-empty `ranges` is not translated (QEMU virt puts every device at the root).
@@ -106,6 +117,48 @@ pub enum BootCfgError {
     },
     /// More than [`MAX_DOMUS`] domains or [`MAX_ITEMS`] of something.
     TooMany(&'static str),
+    /// A property or node from Xen's bindings that moat does not implement
+    /// (`direct-map`, `xen,static-mem`, a `multiboot,device-tree` module, ...). Refused
+    /// rather than ignored, so that a configuration never boots differently from what it
+    /// asks for.
+    Unsupported {
+        /// Path of the node that carries it.
+        node: ShortStr,
+        /// The property (or the compatible of the node).
+        prop: &'static str,
+        /// What moat would have to implement, in a few words.
+        feature: &'static str,
+    },
+    /// A property on a domain or domain-module node that is in no binding moat knows.
+    UnknownProperty {
+        /// Path of the node.
+        node: ShortStr,
+        /// The property as written.
+        prop: ShortStr,
+    },
+    /// A child of a domain node that is neither its kernel nor its ramdisk module.
+    UnknownNode {
+        /// Path of the child node.
+        node: ShortStr,
+    },
+    /// Two properties (or a property and its node's kind) that cannot both hold.
+    Conflict {
+        /// Path of the node.
+        node: ShortStr,
+        /// The refused property.
+        prop: &'static str,
+        /// What it conflicts with.
+        with: &'static str,
+        /// Why they cannot both hold.
+        why: &'static str,
+    },
+    /// `xen,tee` names a TEE moat does not mediate.
+    BadTee {
+        /// Path of the domain node.
+        node: ShortStr,
+        /// The value as written.
+        value: ShortStr,
+    },
 }
 
 impl core::fmt::Display for BootCfgError {
@@ -141,6 +194,32 @@ impl core::fmt::Display for BootCfgError {
                  (xen,xen-bootargs; see docs/book/errors.md)"
             ),
             Self::TooMany(what) => write!(f, "too many {what}"),
+            Self::Unsupported {
+                node,
+                prop,
+                feature,
+            } => write!(f, "{node}: moat does not implement `{prop}` ({feature})"),
+            Self::UnknownProperty { node, prop } => write!(
+                f,
+                "{node}: moat does not know the property `{prop}` \
+                 (a typo, or a binding moat does not take)"
+            ),
+            Self::UnknownNode { node } => write!(
+                f,
+                "{node}: moat does not know this node (a domain holds only its \
+                 kernel and ramdisk modules)"
+            ),
+            Self::Conflict {
+                node,
+                prop,
+                with,
+                why,
+            } => write!(f, "{node}: `{prop}` conflicts with {with}: {why}"),
+            Self::BadTee { node, value } => write!(
+                f,
+                "{node}: xen,tee = \"{value}\": moat mediates only \"optee\" \
+                 (\"none\" or no property: no TEE)"
+            ),
         }
     }
 }
@@ -321,6 +400,12 @@ pub struct HvArgs {
     /// `noreboot` (Xen's spelling): after a fatal error, park the CPUs instead of powering
     /// the machine off, so that a debugger can look at it.
     pub noreboot: bool,
+    /// `dom0_tee=<bool>`: does dom0 get the TEE? `None` (absent) means yes, when the host
+    /// has OP-TEE. `dom0_tee=no` leaves OP-TEE's guest slots to domUs (Xen has no such
+    /// option; its reviewers asked for one). The name sits with `dom0_mem` and
+    /// `dom0_max_vcpus`; the value takes Xen's boolean words (`yes`/`no`, `on`/`off`,
+    /// `true`/`false`, `enable`/`disable`, `1`/`0`).
+    pub dom0_tee: Option<bool>,
     /// Options accepted and ignored (`bootscrub=...`).
     pub ignored: Vec<String>,
     /// Options moat does not know: reported, not fatal.
@@ -359,8 +444,13 @@ pub struct DomU {
     pub kernel: Module,
     /// Ramdisk module.
     pub ramdisk: Option<Module>,
-    /// The domain's `bootargs`, else its kernel module's.
+    /// The command line: the domain's `bootargs` (a moat extension) or its kernel
+    /// module's (booting.txt), never both.
     pub bootargs: Option<String>,
+    /// `xen,tee = "optee"`: the domain gets OP-TEE through the mediator. From Xen's
+    /// dom0less TEE RFC (stock Xen 4.17 gives dom0less domains no TEE); `"none"` or no
+    /// property means no TEE.
+    pub tee: bool,
 }
 
 /// Everything moat takes from the host DT.
@@ -449,6 +539,13 @@ impl BootConfig {
         let mut uarts_found = Vec::new();
         let mut gics_found = Vec::new();
         walk(root, "", root_ctx, 1, &mut |n, path, ctx| {
+            if n.property("xen,passthrough").is_some() {
+                return Err(BootCfgError::Unsupported {
+                    node: ShortStr::new(path),
+                    prop: "xen,passthrough",
+                    feature: "device passthrough: dom0 owns every host device",
+                });
+            }
             let is_uart = is_compatible(n, "arm,pl011");
             let is_gic = is_compatible(n, "arm,gic-v3");
             if !is_uart && !is_gic {
@@ -595,6 +692,7 @@ pub const OPTIONS: &[&str] = &[
     "bootscrub=<ignored>",
     "trace=smc",
     "noreboot",
+    "dom0_tee=<yes|no>",
 ];
 
 /// Parse the hypervisor command line. Unknown options are collected, never fatal; a known
@@ -635,6 +733,7 @@ pub fn parse_hv_args(line: &str) -> Result<HvArgs, BootCfgError> {
             "dtuart" => a.dtuart = Some(val.to_string()),
             "bootscrub" => a.ignored.push(opt.to_string()),
             "noreboot" if val.is_empty() => a.noreboot = true,
+            "dom0_tee" => a.dom0_tee = Some(parse_bool(val).ok_or_else(bad)?),
             "trace" => {
                 for what in val.split(',') {
                     match what {
@@ -667,6 +766,15 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => (s, 10),
     };
     parse_number(num)?.checked_mul(1u64 << shift)
+}
+
+/// A boolean option value in Xen's words (`parse_bool` in Xen's `common/kernel.c`).
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "yes" | "on" | "true" | "enable" => Some(true),
+        "0" | "no" | "off" | "false" | "disable" => Some(false),
+        _ => None,
+    }
 }
 
 /// A decimal or `0x`-prefixed hex number.
@@ -708,6 +816,12 @@ fn parse_chosen(c: FdtNode<'_, '_>) -> Result<ChosenParts, BootCfgError> {
             let m = parse_module(n, &npath, ctx, &mut unspecified)?;
             place_module(&mut dom0.kernel, &mut dom0.ramdisk, &mut dom0.others, &m)?;
             push_bounded(&mut all_modules, m, "modules")?;
+        } else if is_compatible(n, "xen,cpupool") {
+            return Err(BootCfgError::Unsupported {
+                node: ShortStr::new(&npath),
+                prop: "xen,cpupool",
+                feature: "cpupools: every vCPU is pinned to a pCPU of its own",
+            });
         } else if is_compatible(n, "xen,domain") {
             if domus.len() >= MAX_DOMUS {
                 return Err(BootCfgError::TooMany("domUs"));
@@ -777,32 +891,217 @@ fn parse_domu(
             node: ShortStr::new(path),
         });
     }
+    check_props(n, path, DOMU_PROPS)?;
     let ctx = module_ctx(n, path)?;
     let (mut kernel, mut ramdisk, mut others) = (None, None, Vec::new());
     let mut unspecified = 0;
-    for c in n.children().filter(|c| is_module(*c)) {
-        let m = parse_module(c, &join(path, c.name), ctx, &mut unspecified)?;
+    for c in n.children() {
+        let cpath = join(path, c.name);
+        if !is_module(c) {
+            return Err(domu_child_error(c, &cpath));
+        }
+        check_props(c, &cpath, MODULE_PROPS)?;
+        let m = parse_module(c, &cpath, ctx, &mut unspecified)?;
+        match m.kind {
+            ModuleKind::Kernel => {}
+            ModuleKind::Ramdisk if m.bootargs.is_some() => {
+                return Err(BootCfgError::Conflict {
+                    node: ShortStr::new(&cpath),
+                    prop: "bootargs",
+                    with: "a ramdisk module",
+                    why: "only the kernel module takes a command line",
+                })
+            }
+            ModuleKind::Ramdisk => {}
+            ModuleKind::DeviceTree => {
+                return Err(BootCfgError::Unsupported {
+                    node: ShortStr::new(&cpath),
+                    prop: "multiboot,device-tree",
+                    feature: "device passthrough from a partial device tree",
+                })
+            }
+            ModuleKind::Other => {
+                return Err(BootCfgError::Unsupported {
+                    node: ShortStr::new(&cpath),
+                    prop: "multiboot,module",
+                    feature: "a domain module other than one kernel and one ramdisk",
+                })
+            }
+        }
         place_module(&mut kernel, &mut ramdisk, &mut others, &m)?;
         push_bounded(all_modules, m, "modules")?;
     }
     let kernel: Module = kernel.ok_or_else(|| BootCfgError::MissingKernel {
         node: ShortStr::new(path),
     })?;
-    let bootargs = match str_prop(n, path, "bootargs")? {
-        Some(s) => Some(String::from(s)),
-        None => kernel.bootargs.clone(),
+    let bootargs = match (str_prop(n, path, "bootargs")?, &kernel.bootargs) {
+        (Some(_), Some(_)) => {
+            return Err(BootCfgError::Conflict {
+                node: ShortStr::new(path),
+                prop: "bootargs",
+                with: "the kernel module's `bootargs`",
+                why: "give the command line once",
+            })
+        }
+        (Some(s), None) => Some(String::from(s)),
+        (None, k) => k.clone(),
+    };
+    let vpl011 = match n.property("vpl011") {
+        None => false,
+        Some(p) if p.value.is_empty() => true,
+        Some(_) => return Err(bad("vpl011")),
+    };
+    let nr_spis = u32_prop(n, path, "nr_spis")?;
+    match nr_spis {
+        Some(spis) if spis > crate::vgic::MAX_SPIS => return Err(bad("nr_spis")),
+        Some(0) if vpl011 => {
+            return Err(BootCfgError::Conflict {
+                node: ShortStr::new(path),
+                prop: "vpl011",
+                with: "`nr_spis = <0>`",
+                why: "the vPL011's interrupt is SPI 0 (GUEST_VPL011_SPI)",
+            })
+        }
+        _ => {}
+    }
+    let tee = match str_prop(n, path, "xen,tee")? {
+        None | Some("none") => false,
+        Some("optee") => true,
+        Some(other) => {
+            return Err(BootCfgError::BadTee {
+                node: ShortStr::new(path),
+                value: ShortStr::new(other),
+            })
+        }
     };
     Ok(DomU {
         node: String::from(path),
         id,
         memory,
         vcpus,
-        vpl011: n.property("vpl011").is_some(),
-        nr_spis: u32_prop(n, path, "nr_spis")?,
+        vpl011,
+        nr_spis,
         kernel,
         ramdisk,
         bootargs,
+        tee,
     })
+}
+
+/// What moat does with a property it finds on a domain node or a domain's module.
+#[derive(Clone, Copy)]
+enum Verdict {
+    /// Read (or structural, like `phandle`): accepted.
+    Take,
+    /// A Xen binding moat does not implement: refused, naming the feature.
+    Refuse(&'static str),
+}
+
+/// The properties of a `xen,domain` node (booting.txt, "Creating Multiple Domains
+/// directly from Xen", Xen 4.17). Anything not listed is refused as unknown. `bootargs`
+/// on the domain node is a moat extension (Xen reads only the kernel module's); `xen,tee`
+/// comes from Xen's dom0less TEE RFC.
+const DOMU_PROPS: &[(&str, Verdict)] = &[
+    ("compatible", Verdict::Take),
+    ("memory", Verdict::Take),
+    ("cpus", Verdict::Take),
+    ("vpl011", Verdict::Take),
+    ("nr_spis", Verdict::Take),
+    ("#address-cells", Verdict::Take),
+    ("#size-cells", Verdict::Take),
+    ("bootargs", Verdict::Take),
+    ("xen,tee", Verdict::Take),
+    ("phandle", Verdict::Take),
+    ("linux,phandle", Verdict::Take),
+    (
+        "direct-map",
+        Verdict::Refuse("direct-mapped domains: domU RAM is Xen's guest layout"),
+    ),
+    (
+        "domain-cpupool",
+        Verdict::Refuse("cpupools: every vCPU is pinned to a pCPU of its own"),
+    ),
+    (
+        "xen,enhanced",
+        Verdict::Refuse("Xen's PV interfaces: grant tables, xenstore, event channels"),
+    ),
+    (
+        "xen,static-mem",
+        Verdict::Refuse("static memory: domU RAM comes from moat's frame pool"),
+    ),
+    (
+        "#xen,static-mem-address-cells",
+        Verdict::Refuse("static memory: domU RAM comes from moat's frame pool"),
+    ),
+    (
+        "#xen,static-mem-size-cells",
+        Verdict::Refuse("static memory: domU RAM comes from moat's frame pool"),
+    ),
+    (
+        "xen,domain-p2m-mem-mb",
+        Verdict::Refuse("a per-domain P2M pool: stage-2 tables come from moat's frame pool"),
+    ),
+];
+
+/// The properties of a domain's kernel or ramdisk module node (booting.txt).
+const MODULE_PROPS: &[(&str, Verdict)] = &[
+    ("compatible", Verdict::Take),
+    ("reg", Verdict::Take),
+    ("bootargs", Verdict::Take),
+    ("phandle", Verdict::Take),
+    ("linux,phandle", Verdict::Take),
+    (
+        "xen,uefi-binary",
+        Verdict::Refuse("UEFI boot: moat is entered by TF-A with modules in RAM"),
+    ),
+];
+
+/// Refuse every property of `n` that `table` does not take.
+fn check_props(
+    n: FdtNode<'_, '_>,
+    path: &str,
+    table: &[(&'static str, Verdict)],
+) -> Result<(), BootCfgError> {
+    for p in n.properties() {
+        match table.iter().find(|(name, _)| *name == p.name) {
+            Some((_, Verdict::Take)) => {}
+            Some((name, Verdict::Refuse(feature))) => {
+                return Err(BootCfgError::Unsupported {
+                    node: ShortStr::new(path),
+                    prop: name,
+                    feature,
+                })
+            }
+            None => {
+                return Err(BootCfgError::UnknownProperty {
+                    node: ShortStr::new(path),
+                    prop: ShortStr::new(p.name),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why a child of a domain node that is not a module is refused: Xen's static
+/// shared-memory and event-channel nodes are named, anything else is unknown.
+fn domu_child_error(c: FdtNode<'_, '_>, path: &str) -> BootCfgError {
+    let node = ShortStr::new(path);
+    if is_compatible(c, "xen,domain-shared-memory-v1") {
+        BootCfgError::Unsupported {
+            node,
+            prop: "xen,domain-shared-memory-v1",
+            feature: "static shared memory between domains",
+        }
+    } else if is_compatible(c, "xen,evtchn-v1") {
+        BootCfgError::Unsupported {
+            node,
+            prop: "xen,evtchn-v1",
+            feature: "static event channels",
+        }
+    } else {
+        BootCfgError::UnknownNode { node }
+    }
 }
 
 fn place_module(
@@ -1487,18 +1786,18 @@ pub(crate) mod tests {
         );
         assert_eq!(
             err(|t| {
-                let d1 = t.find_mut("/chosen/domU1").unwrap();
-                d1.children.push(module(
-                    "module@5000f000",
-                    "xen,xsm-policy",
-                    1,
-                    0x5000_f000,
-                    0x1000,
-                ));
+                let d2 = t.find_mut("/chosen/domU2").unwrap();
+                let mut r = Node::new("module@520f0000");
+                r.set_prop(
+                    "compatible",
+                    strs(&["multiboot,ramdisk", "multiboot,module"]),
+                );
+                r.set_prop("reg", encode_cells(&[0, 0x520f_0000, 0x1000]));
+                d2.children.push(r);
             }),
             BootCfgError::OverlappingModules {
-                first: node("/chosen/domU1/module@50000000"),
-                second: node("/chosen/domU1/module@5000f000"),
+                first: node("/chosen/domU2/module@52000000"),
+                second: node("/chosen/domU2/module@520f0000"),
             }
         );
         assert_eq!(
@@ -1769,11 +2068,366 @@ pub(crate) mod tests {
             let example = match o.split_once('=') {
                 Some((key, _)) if key == "dom0_mem" => alloc::format!("{key}=512M"),
                 Some((key, _)) if key == "dom0_max_vcpus" => alloc::format!("{key}=1"),
+                Some((key, _)) if key == "dom0_tee" => alloc::format!("{key}=no"),
                 Some((key, v)) => alloc::format!("{key}={}", v.trim_matches(['<', '>'])),
                 None => alloc::string::String::from(*o),
             };
             let a = parse_hv_args(&example).unwrap();
             assert!(a.unknown.is_empty(), "{example} is documented but unknown");
         }
+    }
+    #[test]
+    fn xen_tee_selects_optee_and_other_values_are_refused() {
+        let c = parse_edited(|_| {}).unwrap();
+        assert!(!c.domus[0].tee && !c.domus[1].tee);
+        let c = parse_edited(|t| {
+            t.find_mut("/chosen/domU1")
+                .unwrap()
+                .set_prop("xen,tee", strs(&["optee"]));
+            t.find_mut("/chosen/domU2")
+                .unwrap()
+                .set_prop("xen,tee", strs(&["none"]));
+        })
+        .unwrap();
+        assert!(c.domus[0].tee);
+        assert!(!c.domus[1].tee);
+        let e = err(|t| {
+            t.find_mut("/chosen/domU2")
+                .unwrap()
+                .set_prop("xen,tee", strs(&["ffa"]));
+        });
+        assert_eq!(
+            e,
+            BootCfgError::BadTee {
+                node: ShortStr::new("/chosen/domU2"),
+                value: ShortStr::new("ffa"),
+            }
+        );
+        let text = alloc::format!("{e}");
+        assert!(
+            text.starts_with("/chosen/domU2: xen,tee = \"ffa\""),
+            "{text}"
+        );
+        assert!(text.contains("\"optee\""), "{text}");
+        // Not a string at all: the property is unusable.
+        assert_eq!(
+            err(|t| {
+                t.find_mut("/chosen/domU2")
+                    .unwrap()
+                    .set_prop("xen,tee", encode_cells(&[1]));
+            }),
+            BootCfgError::BadProperty {
+                node: ShortStr::new("/chosen/domU2"),
+                prop: "xen,tee",
+            }
+        );
+    }
+
+    /// Set `prop` on `/chosen/domU1` and return the parse error.
+    fn domu1_with(prop: &str, value: Vec<u8>) -> BootCfgError {
+        err(|t| t.find_mut("/chosen/domU1").unwrap().set_prop(prop, value))
+    }
+
+    #[test]
+    fn xen_bindings_moat_does_not_implement_are_refused_by_name() {
+        let cases: [(&str, Vec<u8>, &str); 7] = [
+            ("direct-map", Vec::new(), "direct-mapped"),
+            ("domain-cpupool", encode_cells(&[0x10]), "cpupools"),
+            ("xen,enhanced", strs(&["enabled"]), "PV interfaces"),
+            (
+                "xen,static-mem",
+                encode_cells(&[0x6000_0000, 0x1000_0000]),
+                "static memory",
+            ),
+            (
+                "#xen,static-mem-address-cells",
+                encode_cells(&[1]),
+                "static memory",
+            ),
+            (
+                "#xen,static-mem-size-cells",
+                encode_cells(&[1]),
+                "static memory",
+            ),
+            ("xen,domain-p2m-mem-mb", encode_cells(&[4]), "P2M pool"),
+        ];
+        for (prop, value, feature) in cases {
+            let e = domu1_with(prop, value);
+            let BootCfgError::Unsupported {
+                node,
+                prop: got,
+                feature: why,
+            } = e
+            else {
+                panic!("{prop}: {e:?}");
+            };
+            assert_eq!((node.as_str(), got), ("/chosen/domU1", prop));
+            assert!(why.contains(feature), "{prop}: {why}");
+            let text = alloc::format!("{e}");
+            assert!(
+                text.starts_with(&alloc::format!(
+                    "/chosen/domU1: moat does not implement `{prop}`"
+                )),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_domain_properties_are_refused_by_name() {
+        let e = domu1_with("vpl0111", Vec::new());
+        assert_eq!(
+            e,
+            BootCfgError::UnknownProperty {
+                node: ShortStr::new("/chosen/domU1"),
+                prop: ShortStr::new("vpl0111"),
+            }
+        );
+        assert!(alloc::format!("{e}").contains("`vpl0111`"));
+        // Module nodes are checked too.
+        let e = err(|t| {
+            t.find_mut("/chosen/domU1/module@50000000")
+                .unwrap()
+                .set_prop("load-address", encode_cells(&[0]));
+        });
+        assert_eq!(
+            e,
+            BootCfgError::UnknownProperty {
+                node: ShortStr::new("/chosen/domU1/module@50000000"),
+                prop: ShortStr::new("load-address"),
+            }
+        );
+        let e = err(|t| {
+            t.find_mut("/chosen/domU1/module@50000000")
+                .unwrap()
+                .set_prop("xen,uefi-binary", strs(&["Image"]));
+        });
+        assert!(
+            matches!(
+                e,
+                BootCfgError::Unsupported {
+                    prop: "xen,uefi-binary",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn domain_modules_other_than_kernel_and_ramdisk_are_refused() {
+        let push = |kind: &'static str| {
+            move |t: &mut Tree| {
+                let d1 = t.find_mut("/chosen/domU1").unwrap();
+                d1.children
+                    .push(module("module@58000000", kind, 1, 0x5800_0000, 0x1000));
+            }
+        };
+        let e = err(push("multiboot,device-tree"));
+        assert_eq!(
+            e,
+            BootCfgError::Unsupported {
+                node: ShortStr::new("/chosen/domU1/module@58000000"),
+                prop: "multiboot,device-tree",
+                feature: "device passthrough from a partial device tree",
+            }
+        );
+        assert!(alloc::format!("{e}").contains("passthrough"));
+        let e = err(push("xen,xsm-policy"));
+        assert!(
+            matches!(
+                e,
+                BootCfgError::Unsupported {
+                    prop: "multiboot,module",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // A third module without a specific compatible.
+        let e = err(|t| {
+            let d1 = t.find_mut("/chosen/domU1").unwrap();
+            for m in d1.children.iter_mut() {
+                m.set_prop("compatible", strs(&["multiboot,module"]));
+            }
+            let mut third = module("module@58000000", "x", 1, 0x5800_0000, 0x1000);
+            third.set_prop("compatible", strs(&["multiboot,module"]));
+            d1.children.push(third);
+        });
+        assert!(
+            matches!(
+                e,
+                BootCfgError::Unsupported {
+                    prop: "multiboot,module",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn xen_nodes_moat_does_not_implement_are_refused() {
+        let child = |compat: &'static str| {
+            move |t: &mut Tree| {
+                let mut n = Node::new("shm@0");
+                n.set_prop("compatible", strs(&[compat]));
+                t.find_mut("/chosen/domU1").unwrap().children.push(n);
+            }
+        };
+        assert_eq!(
+            err(child("xen,domain-shared-memory-v1")),
+            BootCfgError::Unsupported {
+                node: ShortStr::new("/chosen/domU1/shm@0"),
+                prop: "xen,domain-shared-memory-v1",
+                feature: "static shared memory between domains",
+            }
+        );
+        assert!(matches!(
+            err(child("xen,evtchn-v1")),
+            BootCfgError::Unsupported {
+                prop: "xen,evtchn-v1",
+                ..
+            }
+        ));
+        let e = err(child("vendor,thing"));
+        assert_eq!(
+            e,
+            BootCfgError::UnknownNode {
+                node: ShortStr::new("/chosen/domU1/shm@0")
+            }
+        );
+        assert!(alloc::format!("{e}").contains("kernel and ramdisk"));
+        // Cpupools live in /chosen.
+        let e = err(|t| {
+            let mut p = Node::new("cpupool_a");
+            p.set_prop("compatible", strs(&["xen,cpupool"]));
+            t.find_mut("/chosen").unwrap().children.push(p);
+        });
+        assert_eq!(
+            e,
+            BootCfgError::Unsupported {
+                node: ShortStr::new("/chosen/cpupool_a"),
+                prop: "xen,cpupool",
+                feature: "cpupools: every vCPU is pinned to a pCPU of its own",
+            }
+        );
+        // Passthrough is marked on the host device itself.
+        let e = err(|t| {
+            t.find_mut("/pl011@9040000")
+                .unwrap()
+                .set_prop("xen,passthrough", Vec::new());
+        });
+        assert_eq!(
+            e,
+            BootCfgError::Unsupported {
+                node: ShortStr::new("/pl011@9040000"),
+                prop: "xen,passthrough",
+                feature: "device passthrough: dom0 owns every host device",
+            }
+        );
+    }
+
+    #[test]
+    fn conflicting_domain_properties_are_refused() {
+        // A command line on the domain and on its kernel module.
+        let e = err(|t| {
+            t.find_mut("/chosen/domU2")
+                .unwrap()
+                .set_prop("bootargs", strs(&["console=hvc0"]));
+        });
+        assert!(
+            matches!(
+                e,
+                BootCfgError::Conflict {
+                    prop: "bootargs",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(alloc::format!("{e}").starts_with("/chosen/domU2: `bootargs` conflicts with"));
+        // Domain-level bootargs alone are taken.
+        let c = parse_edited(|t| {
+            t.find_mut("/chosen/domU1")
+                .unwrap()
+                .set_prop("bootargs", strs(&["console=ttyAMA0"]));
+        })
+        .unwrap();
+        assert_eq!(c.domus[0].bootargs.as_deref(), Some("console=ttyAMA0"));
+        // A command line on a ramdisk.
+        let e = err(|t| {
+            t.find_mut("/chosen/domU1/module@51000000")
+                .unwrap()
+                .set_prop("bootargs", strs(&["quiet"]));
+        });
+        assert_eq!(
+            e,
+            BootCfgError::Conflict {
+                node: ShortStr::new("/chosen/domU1/module@51000000"),
+                prop: "bootargs",
+                with: "a ramdisk module",
+                why: "only the kernel module takes a command line",
+            }
+        );
+        // A vPL011 with no SPI for it.
+        let e = domu1_with("nr_spis", encode_cells(&[0]));
+        assert!(
+            matches!(e, BootCfgError::Conflict { prop: "vpl011", .. }),
+            "{e:?}"
+        );
+        assert!(alloc::format!("{e}").contains("SPI 0"));
+        // Without the vPL011, no SPIs is fine.
+        let c = parse_edited(|t| {
+            t.find_mut("/chosen/domU2")
+                .unwrap()
+                .set_prop("nr_spis", encode_cells(&[0]));
+        })
+        .unwrap();
+        assert_eq!(c.domus[1].nr_spis, Some(0));
+        // More SPIs than a GIC has; a vpl011 with a value.
+        assert_eq!(
+            domu1_with("nr_spis", encode_cells(&[989])),
+            BootCfgError::BadProperty {
+                node: ShortStr::new("/chosen/domU1"),
+                prop: "nr_spis"
+            }
+        );
+        assert_eq!(
+            domu1_with("vpl011", encode_cells(&[1])),
+            BootCfgError::BadProperty {
+                node: ShortStr::new("/chosen/domU1"),
+                prop: "vpl011"
+            }
+        );
+    }
+
+    #[test]
+    fn dom0_tee_takes_xens_boolean_words() {
+        assert_eq!(parse_hv_args("").unwrap().dom0_tee, None);
+        for no in ["no", "off", "false", "disable", "0"] {
+            let a = parse_hv_args(&alloc::format!("dom0_tee={no}")).unwrap();
+            assert_eq!(a.dom0_tee, Some(false), "{no}");
+        }
+        for yes in ["yes", "on", "true", "enable", "1"] {
+            let a = parse_hv_args(&alloc::format!("dom0_tee={yes}")).unwrap();
+            assert_eq!(a.dom0_tee, Some(true), "{yes}");
+        }
+        for bad in ["dom0_tee", "dom0_tee=", "dom0_tee=maybe", "dom0_tee=No"] {
+            assert_eq!(
+                parse_hv_args(bad),
+                Err(BootCfgError::BadBootArg {
+                    option: ShortStr::new(bad)
+                }),
+                "{bad}"
+            );
+        }
+        let c = parse_edited(|t| {
+            t.find_mut("/chosen")
+                .unwrap()
+                .set_prop("xen,xen-bootargs", strs(&["dom0_tee=no dom0_max_vcpus=1"]));
+        })
+        .unwrap();
+        assert_eq!(c.hv_args.dom0_tee, Some(false));
     }
 }
