@@ -154,13 +154,15 @@ pub enum Error {
         max: usize,
     },
 
-    // ---- fdt, bootcfg, dom0dt, vgic, vpl011, console ----------------------------------
+    // ---- fdt, bootcfg, dom0dt, domu, vgic, vpl011, console ----------------------------
     /// A device tree could not be read or written.
     Fdt(crate::fdt::FdtError),
     /// The host DT does not describe a usable boot configuration.
     BootCfg(crate::bootcfg::BootCfgError),
     /// Dom0's DT could not be derived from the host DT.
     Dom0Dt(crate::dom0dt::Dom0DtError),
+    /// A dom0less domU cannot be planned (placement, pCPUs, RAM, TEE slots).
+    DomU(crate::domu::PlanError),
     /// A guest access to the virtual GIC could not be emulated: inject an abort.
     Vgic(crate::vgic::VgicError),
     /// A guest access to an emulated PL011 could not be emulated: inject an abort.

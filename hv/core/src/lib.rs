@@ -16,6 +16,7 @@ pub mod bootcfg;
 pub mod console;
 pub mod devmap;
 pub mod dom0dt;
+pub mod domu;
 pub mod early;
 pub mod error;
 pub mod esr;
