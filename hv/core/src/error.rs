@@ -154,7 +154,7 @@ pub enum Error {
         max: usize,
     },
 
-    // ---- fdt, bootcfg, dom0dt, domu, vgic, vpl011, console ----------------------------
+    // ---- fdt, bootcfg, dom0dt, domu, domudt, vgic, vpl011, console --------------------
     /// A device tree could not be read or written.
     Fdt(crate::fdt::FdtError),
     /// The host DT does not describe a usable boot configuration.
@@ -163,6 +163,8 @@ pub enum Error {
     Dom0Dt(crate::dom0dt::Dom0DtError),
     /// A dom0less domU cannot be planned (placement, pCPUs, RAM, TEE slots).
     DomU(crate::domu::PlanError),
+    /// A domU's DT could not be written.
+    DomUDt(crate::domudt::DomUDtError),
     /// A guest access to the virtual GIC could not be emulated: inject an abort.
     Vgic(crate::vgic::VgicError),
     /// A guest access to an emulated PL011 could not be emulated: inject an abort.

@@ -17,6 +17,7 @@ pub mod console;
 pub mod devmap;
 pub mod dom0dt;
 pub mod domu;
+pub mod domudt;
 pub mod early;
 pub mod error;
 pub mod esr;
