@@ -959,6 +959,40 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn placements_never_overlap_and_stay_in_bank0() {
+        let mut cfg = config();
+        let mut checked = 0;
+        for mem_mib in [8u64, 20, 22, 64, 130, 134, 136, 256, 4096] {
+            for (text_offset, size_mib) in [(0, 1), (0x8_0000, 16), (0, 125), (0x20_0000, 130)] {
+                cfg.domus[0].memory = mem_mib * MIB;
+                let hdr = image(text_offset, size_mib * MIB, 0);
+                let plans = match plan(&cfg, &mut scattered(), &LIMITS, |_| hdr) {
+                    Ok(plans) => plans,
+                    Err(PlanError::DoesNotFit { .. }) => continue,
+                    Err(e) => panic!("{mem_mib} MiB: {e:?}"),
+                };
+                let p = &plans[0];
+                let bank0 = p.ram[0];
+                let rd = p.ramdisk.unwrap().to;
+                for r in [p.kernel.to, p.kernel_footprint, p.dtb, rd] {
+                    assert!(
+                        bank0.contains_span(r.start, r.len()),
+                        "{mem_mib} MiB, {r:?}"
+                    );
+                }
+                assert!(!p.kernel_footprint.overlaps(&p.dtb));
+                assert!(!p.kernel_footprint.overlaps(&rd));
+                assert!(!p.dtb.overlaps(&rd));
+                assert!(p.dtb.start.is_aligned(MODULE_ALIGN));
+                assert_eq!(p.entry, Ipa(bank0.start.raw() + text_offset));
+                assert_eq!(p.kernel.from.len(), p.kernel.to.len());
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 17, "the cases that fit");
+    }
+
+    #[test]
     fn nr_spis_is_passed_on() {
         let mut cfg = config();
         cfg.domus[0].nr_spis = Some(64);
