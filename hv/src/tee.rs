@@ -3,23 +3,28 @@
 //!
 //! ```text
 //!   guest SMC (owner: trusted OS) ─► trap ─► tee::call ─► Mediator::handle_smc
-//!        SecureMonitor = `smc` from EL2          GuestMemory = dom0's stage-2 + pins
+//!        SecureMonitor = `smc` from EL2          GuestMemory = the domain's stage-2 + pins
 //!        HvPages       = page-aligned heap pages (identity-mapped: VA == PA)
+//!        Lock          = `TicketLock` (fair: waiters are served in arrival order)
 //! ```
 //!
-//! One mediator serves every domain; calls into it are serialized by its lock. That lock
-//! may be held across an `smc`: OP-TEE never blocks in the secure world waiting for the
-//! normal world (it returns an RPC instead), so a caller on another CPU waits at most one
-//! secure-world slice.
+//! One mediator serves every domain and needs no lock of its own: its shared part (probe
+//! results, limits, these ports) is immutable after boot and the page pool is the heap,
+//! which locks itself. Each domain's mediator state sits behind its own `TicketLock`,
+//! taken only for the prepare and complete steps around each `smc` and never across one,
+//! so several vCPUs (of one domain or of several) are in OP-TEE at once. A vCPU waits at
+//! most for one such step of another vCPU of its own domain (bounded by the trap's page
+//! budget), never for the secure world.
 
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use alloc::collections::BTreeMap;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use mediator::{
-    Access, GuestMemory, HvPage, HvPages, Ipa, Limits, Mediator, MemFault, PhysAddr, SecureMonitor,
-    SmcRecord, Trace, VmId,
+    Access, GuestMemory, HvPage, HvPages, Ipa, Limits, Lock, Mediator, MemFault, PhysAddr,
+    SecureMonitor, SmcRecord, Trace, VmId, VmStats,
 };
-use spin::Mutex;
+use spin::{Mutex, Once};
 
 use crate::arch::{self, TrapFrame};
 use crate::domain::Domain;
@@ -29,15 +34,73 @@ const PAGE: usize = 4096;
 /// `trace=smc` on moat's command line: log every mediated call.
 static TRACE_SMC: AtomicBool = AtomicBool::new(false);
 
-/// The mediator, once OP-TEE has been probed and found suitable.
-static MEDIATOR: Mutex<Option<Mediator<Monitor, Pages, Tracer>>> = Mutex::new(None);
+/// The mediator, once OP-TEE has been probed and found suitable. Set once at boot, then
+/// only read: no lock.
+static MEDIATOR: Once<Mediator<Monitor, Pages, HvLock, Tracer>> = Once::new();
 
-/// `smc #0` to EL3.
+/// `smc #0` to EL3, from any CPU (several at once: OP-TEE runs one thread per call).
 pub struct Monitor;
 
 impl SecureMonitor for Monitor {
-    fn call(&mut self, regs: [u64; 8]) -> [u64; 8] {
+    fn call(&self, regs: [u64; 8]) -> [u64; 8] {
         arch::smc(regs)
+    }
+}
+
+/// A fair spin lock: a ticket per waiter, served in order, so a vCPU waiting for its
+/// domain's mediator state is never overtaken indefinitely by a sibling vCPU. Held only
+/// for one bounded mediator step, never across an `smc` or a guest entry.
+pub struct TicketLock<T> {
+    /// The next ticket to hand out.
+    next: AtomicU32,
+    /// The ticket that holds the lock.
+    serving: AtomicU32,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: `with` gives out the `&mut T` to one ticket holder at a time (the Acquire load of
+// `serving` pairs with the previous holder's Release), so sharing the lock between CPUs is
+// sound whenever `T` itself may move between them.
+unsafe impl<T: Send> Sync for TicketLock<T> {}
+
+impl<T> TicketLock<T> {
+    /// An unlocked lock around `value`.
+    pub const fn new(value: T) -> Self {
+        Self {
+            next: AtomicU32::new(0),
+            serving: AtomicU32::new(0),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// Run `f` with the lock held; waits its turn.
+    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let ticket = self.next.fetch_add(1, Ordering::Relaxed);
+        while self.serving.load(Ordering::Acquire) != ticket {
+            core::hint::spin_loop();
+        }
+        // SAFETY: `serving == ticket` and tickets are unique, so this CPU is the only
+        // holder until it bumps `serving` below; the reference does not outlive `f`.
+        let r = f(unsafe { &mut *self.value.get() });
+        self.serving
+            .store(ticket.wrapping_add(1), Ordering::Release);
+        r
+    }
+}
+
+/// The mediator's locks in `hv`: ticket locks (interrupts are masked at EL2, so a holder
+/// is never preempted on its CPU).
+pub struct HvLock;
+
+impl Lock for HvLock {
+    type Mutex<T> = TicketLock<T>;
+
+    fn new<T>(value: T) -> TicketLock<T> {
+        TicketLock::new(value)
+    }
+
+    fn with<T, R>(mutex: &TicketLock<T>, f: impl FnOnce(&mut T) -> R) -> R {
+        mutex.with(f)
     }
 }
 
@@ -51,13 +114,13 @@ fn page_layout() -> Layout {
 }
 
 impl HvPages for Pages {
-    fn alloc(&mut self) -> Option<HvPage> {
+    fn alloc(&self) -> Option<HvPage> {
         // SAFETY: a non-zero-sized, page-aligned layout.
         let p = unsafe { alloc_zeroed(page_layout()) };
         (!p.is_null()).then(|| HvPage::new(PhysAddr(p as u64)))
     }
 
-    fn write(&mut self, page: &HvPage, offset: usize, data: &[u8]) {
+    fn write(&self, page: &HvPage, offset: usize, data: &[u8]) {
         let Some(end) = offset
             .checked_add(data.len())
             .filter(|&e| e <= PAGE && ours(page))
@@ -100,7 +163,7 @@ impl HvPages for Pages {
         };
     }
 
-    fn free(&mut self, page: HvPage) {
+    fn free(&self, page: HvPage) {
         if !ours(&page) {
             log::error!(
                 "mediator freed a page that is not a heap page: {:#x}",
@@ -126,7 +189,7 @@ pub struct Tracer;
 
 impl Trace for Tracer {
     const ENABLED: bool = true;
-    fn smc(&mut self, r: &SmcRecord) {
+    fn smc(&self, r: &SmcRecord) {
         if TRACE_SMC.load(Ordering::Relaxed) {
             log::info!(
                 "smc: d{} {} ({:#010x}) a1..a6 {:x?}, {} pages translated -> {} ({:#x}){}",
@@ -230,32 +293,43 @@ impl GuestMemory for DomainMemory<'_> {
 /// Pin counts per guest page (IPA): a pinned page must stay mapped while OP-TEE uses it.
 pub type Pins = Mutex<BTreeMap<u64, u32>>;
 
-/// Probe OP-TEE and announce dom0. Returns a line for the banner.
+/// Probe OP-TEE and start the mediator. Returns what the probe found, for the banner.
 pub fn init(trace_smc: bool) -> Result<mediator::Probe, mediator::Error> {
     TRACE_SMC.store(trace_smc, Ordering::Relaxed);
     let m = Mediator::probe(Monitor, Pages, Tracer, Limits::default())?;
-    let probe = m.probe_result();
-    *MEDIATOR.lock() = Some(m);
-    Ok(probe)
+    Ok(MEDIATOR.call_once(|| m).probe_result())
 }
 
 /// Tell OP-TEE about a new domain (before it runs).
 pub fn vm_created(id: u16) -> Result<(), mediator::Error> {
-    match MEDIATOR.lock().as_mut() {
-        Some(m) => m.vm_created(VmId(id)),
-        None => Err(mediator::Error::NotProbed),
-    }
+    MEDIATOR
+        .get()
+        .ok_or(mediator::Error::NotProbed)?
+        .vm_created(VmId(id))
+}
+
+/// Release what `dom` holds in the mediator (parked calls unwound in OP-TEE, buffers, pins)
+/// and send VM_DESTROYED. Call it after the domain's last vCPU stopped; a domain with an
+/// SMC still in the secure world gets `CallsInFlight`, and nothing changes.
+pub fn vm_destroyed(dom: &Domain) -> Result<(), mediator::Error> {
+    let m = MEDIATOR.get().ok_or(mediator::Error::NotProbed)?;
+    m.vm_destroyed(VmId(dom.id.0), &mut DomainMemory { dom })
+}
+
+/// The mediator's counters for domain `id` (open calls, buffers, pins, SMCs in flight).
+pub fn vm_stats(id: u16) -> Option<VmStats> {
+    MEDIATOR.get()?.vm_stats(VmId(id))
 }
 
 /// Is the mediator up?
 pub fn available() -> bool {
-    MEDIATOR.lock().is_some()
+    MEDIATOR.get().is_some()
 }
 
-/// A trusted-OS SMC from `dom`: mediate it. False if there is no mediator.
+/// A trusted-OS SMC from `dom`: mediate it. False if there is no mediator. No lock is held
+/// across the `smc`s this issues (see the module doc).
 pub fn call(dom: &Domain, frame: &mut TrapFrame) -> bool {
-    let mut guard = MEDIATOR.lock();
-    let Some(m) = guard.as_mut() else {
+    let Some(m) = MEDIATOR.get() else {
         return false;
     };
     let mut regs = [0u64; 8];

@@ -39,6 +39,9 @@ pub enum Error {
         /// a0 returned.
         code: u32,
     },
+    /// The VM still has an SMC in the secure world (a trap between `Mediator::begin` and
+    /// its last `Mediator::finish`): it cannot be destroyed yet. Nothing was changed.
+    CallsInFlight,
     /// OP-TEE failed VM_DESTROYED (the mediator's state is released regardless).
     VmDestroyFailed {
         /// a0 returned.

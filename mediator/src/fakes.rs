@@ -6,6 +6,9 @@
 //! `mediator/fuzz`. The fakes `assert!` the mediator's invariants: a failed assertion is a
 //! mediator bug, never a guest's fault. They need `std` (host only).
 //!
+//! `FakeLock` is the tests' `Lock`: a `RefCell` that counts the locks this thread holds, so
+//! that the fake OP-TEE can assert that no mediator lock is ever held across an SMC.
+//!
 //! All three share one `World`: a sparse physical memory where every 4 KiB frame has an
 //! owner (a VM's client id, or the hypervisor) and a pin count. Frames are handed out in a
 //! scrambled order far from the guests' IPAs, so IPA == PA can never pass by accident.
@@ -13,13 +16,15 @@
 extern crate std;
 
 use std::boxed::Box;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 use std::vec::Vec;
 
 use crate::abi::{self, regpair, split_regpair, MsgArg, MsgArgHeader, MsgParam};
-use crate::ports::{Access, GuestMemory, HvPage, HvPages, Ipa, MemFault, PhysAddr, SecureMonitor};
+use crate::ports::{
+    Access, GuestMemory, HvPage, HvPages, Ipa, Lock, MemFault, PhysAddr, SecureMonitor,
+};
 use crate::trace::{SmcRecord, Trace};
 
 /// Guest RAM starts here in every VM (same IPAs, different frames).
@@ -314,7 +319,7 @@ impl FakeHv {
 }
 
 impl HvPages for FakeHv {
-    fn alloc(&mut self) -> Option<HvPage> {
+    fn alloc(&self) -> Option<HvPage> {
         let mut w = self.world.borrow_mut();
         if w.hv_live >= self.cap {
             return None;
@@ -322,7 +327,7 @@ impl HvPages for FakeHv {
         w.hv_live += 1;
         Some(HvPage::new(PhysAddr(w.new_frame(Owner::Hv))))
     }
-    fn write(&mut self, page: &HvPage, offset: usize, data: &[u8]) {
+    fn write(&self, page: &HvPage, offset: usize, data: &[u8]) {
         let mut w = self.world.borrow_mut();
         assert_eq!(w.owner(page.phys().raw()), Some(Owner::Hv));
         assert!(offset + data.len() <= PAGE as usize);
@@ -333,7 +338,7 @@ impl HvPages for FakeHv {
         assert_eq!(w.owner(page.phys().raw()), Some(Owner::Hv));
         w.read_pa(page.phys().raw() + offset as u64, buf);
     }
-    fn free(&mut self, page: HvPage) {
+    fn free(&self, page: HvPage) {
         let mut w = self.world.borrow_mut();
         let pa = page.phys().raw();
         assert_eq!(w.owner(pa), Some(Owner::Hv), "free of a non-hv page");
@@ -376,7 +381,8 @@ struct Thread {
     inline: bool,
 }
 
-/// Observable state of the fake OP-TEE.
+/// Observable state of the fake OP-TEE. Several threads can be live at once (in a call or
+/// parked in an RPC), up to `threads`, as in OP-TEE; one more call gets ETHREAD_LIMIT.
 #[derive(Default)]
 pub struct OpTeeState {
     /// Every SMC received.
@@ -535,7 +541,7 @@ impl FakeOpTee {
         ]
     }
 
-    fn run(&mut self, tid: u64) -> [u64; 8] {
+    fn run(&self, tid: u64) -> [u64; 8] {
         loop {
             let (client, step) = {
                 let mut st = self.st.borrow_mut();
@@ -625,7 +631,7 @@ impl FakeOpTee {
         }
     }
 
-    fn complete(&mut self, tid: u64) -> [u64; 8] {
+    fn complete(&self, tid: u64) -> [u64; 8] {
         let t = self.st.borrow_mut().threads_live.remove(&tid).unwrap();
         let mut arg = self.world.borrow().read_arg(t.arg_pa);
         self.check_arg(t.client, &arg);
@@ -676,7 +682,7 @@ impl FakeOpTee {
         [0, 0, 0, 0, 0, 0, 0, t.client]
     }
 
-    fn resume(&mut self, regs: [u64; 8]) -> [u64; 8] {
+    fn resume(&self, regs: [u64; 8]) -> [u64; 8] {
         let tid = regs[3];
         let client = regs[7];
         let magic = resume_magic(tid);
@@ -739,7 +745,12 @@ impl FakeOpTee {
 }
 
 impl SecureMonitor for FakeOpTee {
-    fn call(&mut self, regs: [u64; 8]) -> [u64; 8] {
+    fn call(&self, regs: [u64; 8]) -> [u64; 8] {
+        assert_eq!(
+            FakeLock::held(),
+            0,
+            "SMC issued with a mediator lock held: {regs:x?}"
+        );
         self.st.borrow_mut().log.push(regs);
         let fid = regs[0] as u32;
         let client = regs[7];
@@ -794,6 +805,10 @@ impl SecureMonitor for FakeOpTee {
                     Some(Owner::Hv),
                     "argument is not a shadow page"
                 );
+                if st.threads_live.len() >= st.threads as usize {
+                    // Like OP-TEE: every thread is busy (in a call or parked in an RPC).
+                    return r([u64::from(abi::OPTEE_SMC_RETURN_ETHREAD_LIMIT), 0, 0, 0]);
+                }
                 let steps = st.plans.pop_front().unwrap_or_default().into();
                 let tid = st.next_tid;
                 st.next_tid += 1;
@@ -837,6 +852,45 @@ impl SecureMonitor for FakeOpTee {
 }
 
 // ---------------------------------------------------------------------------------------
+// Locks.
+// ---------------------------------------------------------------------------------------
+
+std::thread_local! {
+    /// Mediator locks this thread holds right now.
+    static HELD: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The tests' `Lock`: a `RefCell` (a re-entered lock is a panic, not a deadlock) that counts
+/// the locks held on this thread, for the fake OP-TEE's check that none is held across an
+/// SMC.
+pub struct FakeLock;
+
+impl FakeLock {
+    /// Mediator locks held on this thread.
+    pub fn held() -> u32 {
+        HELD.with(Cell::get)
+    }
+}
+
+impl Lock for FakeLock {
+    type Mutex<T> = RefCell<T>;
+
+    fn new<T>(value: T) -> RefCell<T> {
+        RefCell::new(value)
+    }
+
+    fn with<T, R>(mutex: &RefCell<T>, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut guard = mutex
+            .try_borrow_mut()
+            .expect("mediator re-entered a lock it holds");
+        HELD.with(|h| h.set(h.get() + 1));
+        let r = f(&mut guard);
+        HELD.with(|h| h.set(h.get() - 1));
+        r
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Trace recorder.
 // ---------------------------------------------------------------------------------------
 
@@ -846,7 +900,7 @@ pub struct Recorder(pub Rc<RefCell<Vec<SmcRecord>>>);
 
 impl Trace for Recorder {
     const ENABLED: bool = true;
-    fn smc(&mut self, record: &SmcRecord) {
+    fn smc(&self, record: &SmcRecord) {
         self.0.borrow_mut().push(*record);
     }
 }

@@ -9,14 +9,16 @@
 //! ```text
 //!   boot:      probe::probe ─▶ Mediator::new
 //!   VM create: Mediator::vm_created   (OPTEE_SMC_VM_CREATED, a1 = domid + 1, a7 = 0)
-//!   guest SMC: Mediator::handle_smc   (fast calls, CALL_WITH_ARG, RETURN_FROM_RPC)
+//!   guest SMC: Mediator::handle_smc = begin ─▶ [smc ─▶ finish]* ─▶ reply
+//!              (fast calls, CALL_WITH_ARG, RETURN_FROM_RPC; no lock held across an smc)
 //!   VM gone:   Mediator::vm_destroyed (release calls, buffers, pins; OPTEE_SMC_VM_DESTROYED)
 //! ```
 //!
 //! Contract with the hypervisor (`hv`): route every SMC32 call of the Trusted OS owners
-//! (50, 63) from a VM that has a TEE to `handle_smc` and write the 8 returned registers
-//! back; serialize calls into the mediator (it is `&mut self`); call `vm_created` before the
-//! VM first runs (failure fails domain creation) and `vm_destroyed` after its last vCPU
+//! (50, 63) from a VM that has a TEE to `handle_smc` (or drive `begin`/`finish` itself) and
+//! write the 8 returned registers back; provide a `Lock` (the mediator is `&self` and may be
+//! entered from every CPU at once, for one VM or many); call `vm_created` before the VM
+//! first runs (failure fails domain creation) and `vm_destroyed` after its last vCPU
 //! stopped. Only the OP-TEE SMC ABI is mediated, not FF-A.
 //!
 //! Modules: `abi` (constants and codecs), `ports` (traits), `limits`, `error`, `trace`,
@@ -40,9 +42,9 @@ pub mod trace;
 
 pub use error::{Error, Fault};
 pub use limits::Limits;
-pub use mediator::{Mediator, VmStats};
+pub use mediator::{Mediator, Step, Token, VmStats};
 pub use ports::{
-    Access, GuestMemory, HvPage, HvPages, Ipa, MemFault, PhysAddr, SecureMonitor, VmId,
+    Access, GuestMemory, HvPage, HvPages, Ipa, Lock, MemFault, PhysAddr, SecureMonitor, VmId,
 };
 pub use probe::{probe, Probe};
 pub use trace::{NoTrace, SmcRecord, Trace};

@@ -2,16 +2,20 @@
 //! The mediator proper: per-VM state, SMC dispatch, yielding calls and RPCs.
 //!
 //! ```text
-//!  guest SMC ──▶ handle_smc ──┬─ fast, pass-through ──▶ pass_through() ──▶ OP-TEE
-//!                             │    (UID, REVISION, OS_*, caps, SHM cache)   │ filter
-//!                             ├─ answered here (THREAD_COUNT, SHM_CONFIG, …)◀┘
-//!                             ├─ CALL_WITH_ARG / _RPC_ARG / _REGD_ARG
-//!                             │     ─▶ copy arg ─▶ validate ─▶ shadow page ─▶ forward
-//!                             │     ─▶ after_optee()
-//!                             └─ RETURN_FROM_RPC ─▶ find waiting call ─▶ answer ─▶ forward
-//!                                                      ─▶ after_optee()
-//!  after_optee: done → release temps, copy back allowed fields | RPC → shadow/translate,
-//!               park the call (Waiting) and return the RPC to the guest
+//!  guest SMC ──▶ begin ──┬─ answered here (THREAD_COUNT, SHM_CONFIG, refusals) ─▶ Reply
+//!                        ├─ fast, pass-through (UID, REVISION, OS_*, caps, SHM cache)
+//!                        ├─ CALL_WITH_ARG / _RPC_ARG / _REGD_ARG
+//!                        │     copy arg ─▶ validate ─▶ shadow page ─▶ pin
+//!                        └─ RETURN_FROM_RPC ─▶ find the waiting call ─▶ answer
+//!                              │
+//!                              ▼ Forward { regs, token }       (no lock held)
+//!                          hv: smc ───────────────────────────▶ OP-TEE
+//!                              │ result
+//!                              ▼
+//!                    finish(token, result) ─┬─ fast: filter ─▶ Reply
+//!                                           ├─ done: release temps, copy back ─▶ Reply
+//!                                           ├─ RPC for the guest: park (Waiting) ─▶ Reply
+//!                                           └─ RPC answered here ─▶ Forward (resume)
 //! ```
 //!
 //! Shadows: OP-TEE only ever sees hypervisor pages for message structures. The argument is
@@ -22,12 +26,31 @@
 //!
 //! Every forwarded SMC carries the VM's client id in a7; the guest's a7 is never read. The
 //! guest sees a per-VM call handle in a3 (never OP-TEE's thread id); OP-TEE's resume
-//! registers a3..a6 are kept here and replayed. A call is `Running` only inside one trap;
-//! between traps it is `Waiting` for exactly one RPC answer.
+//! registers a3..a6 are kept here and replayed. A call is `Running` while one of its SMCs is
+//! in flight (from `begin` to the `finish` that replies); between traps it is `Waiting` for
+//! exactly one RPC answer.
 //!
-//! Locking: the mediator is `&mut self`; the hypervisor serializes calls into it.
+//! ## State and locking
+//! The mediator is `&self` and `Sync` when its ports and `Lock` are. Its shared part (probe
+//! results, limits, the ports) is immutable; the page pool locks itself. Each VM's state
+//! sits behind its own `Lock`, in a table behind another. `begin` and `finish` each take
+//! the VM's lock for one bounded step (at most `max_pages_per_trap` translations, no SMC)
+//! and release it before returning, so the world switch in between runs with no mediator
+//! lock held: two VMs, or two vCPUs of one VM, are in OP-TEE at the same time, and a vCPU
+//! waiting for its VM's lock waits for at most one such step of a sibling, never for the
+//! secure world. What a trap must remember across its SMC (the guest's registers, the
+//! trap's budget, what the result is for) travels in the `Token`; everything else stays in
+//! the VM's state, so a token owns no resource. `vm_destroyed` takes the VM's state out of
+//! its lock before unwinding it through OP-TEE, and refuses a VM with an SMC in flight.
+//!
+//! ```text
+//!  CPU0 (d0 vCPU0): begin ─[lock d0]─ smc ──────────────────── finish ─[lock d0]─ reply
+//!  CPU1 (d0 vCPU1):    begin ─[lock d0]─ smc ── finish ─[lock d0]─ reply
+//!  CPU2 (d1 vCPU0):  begin ─[lock d1]─ smc ─────────── finish ─[lock d1]─ reply
+//! ```
 
 use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::abi::{
@@ -36,7 +59,7 @@ use crate::abi::{
 use crate::error::{Error, Fault};
 use crate::limits::Limits;
 use crate::ports::{
-    Access, GuestMemory, HvPage, HvPages, Ipa, SecureMonitor, VmId, HYPERVISOR_CLIENT_ID,
+    Access, GuestMemory, HvPage, HvPages, Ipa, Lock, SecureMonitor, VmId, HYPERVISOR_CLIENT_ID,
 };
 use crate::probe::Probe;
 use crate::shm::{free_pages, pin_noncontig, unpin_all, Budget, Pinned, Room};
@@ -162,21 +185,95 @@ struct Vm {
     pinned: u32,
 }
 
-/// Per-trap bookkeeping.
+/// Where a VM is in its life, as the mediator sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    /// VM_CREATED in flight: the id is taken, no SMC of the VM is served yet.
+    Creating,
+    /// Served.
+    Live,
+    /// Being unwound (`vm_destroyed`): the id stays taken until VM_DESTROYED returned.
+    Destroying,
+}
+
+/// One VM's state, behind its own lock.
+#[derive(Debug)]
+struct Slot {
+    life: Life,
+    /// Traps of this VM between `begin` and their last `finish` (SMCs in flight).
+    in_flight: u32,
+    vm: Vm,
+}
+
+/// Per-trap bookkeeping, carried across the trap's SMCs in its `Token`.
+#[derive(Debug)]
 struct Trap {
     budget: Budget,
     fault: Option<Fault>,
     internal_resumes: u32,
 }
 
+/// What a forwarded SMC's result is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Awaiting {
+    /// A pass-through fast call: the result is masked to 32-bit registers.
+    Fast,
+    /// EXCHANGE_CAPABILITIES: the result is filtered.
+    Capabilities,
+    /// DISABLE_SHM_CACHE: the cookie is released, or OP-TEE is asked again.
+    DisableShmCache,
+    /// Yielding call `id` entered OP-TEE (its first entry, or a resume).
+    Call(u32),
+}
+
+/// The outcome of one locked step: answer the guest, or enter OP-TEE.
+enum Next {
+    /// a0..a3 for the guest.
+    Reply([u64; 4]),
+    /// An SMC to issue (a7 is the client id), and what its result is for.
+    Forward([u64; 8], Awaiting),
+}
+
+/// A trap waiting for its SMC: hand it back to [`Mediator::finish`] with the result,
+/// exactly once. It owns no resource (everything a call holds is in its VM's state), but a
+/// token that is never finished leaves its VM with an SMC in flight, which
+/// [`Mediator::vm_destroyed`] refuses.
+#[must_use = "a forwarded SMC's token must be passed to Mediator::finish"]
+pub struct Token<L: Lock> {
+    slot: Arc<L::Mutex<Slot>>,
+    vm: VmId,
+    /// The guest's x0..x7 as trapped (a4..a7 are preserved for it; the trace).
+    regs: [u64; 8],
+    trap: Trap,
+    awaiting: Awaiting,
+}
+
+/// What the hypervisor does next for a trapped SMC.
+#[must_use]
+pub enum Step<L: Lock> {
+    /// Write these x0..x7 back to the guest: the trap is over.
+    Reply([u64; 8]),
+    /// Issue `smc` with `regs` (holding no lock), then call [`Mediator::finish`] with
+    /// `token` and the result.
+    Forward {
+        /// x0..x7 for the secure monitor (a7 is the VM's client id).
+        regs: [u64; 8],
+        /// The trap's state across the SMC.
+        token: Token<L>,
+    },
+}
+
+/// The VM table: each VM's state behind its own lock.
+type Table<L> = BTreeMap<VmId, Arc<<L as Lock>::Mutex<Slot>>>;
+
 /// The OP-TEE mediator.
-pub struct Mediator<M, P, T = NoTrace> {
+pub struct Mediator<M, P, L: Lock, T = NoTrace> {
     monitor: M,
     pages: P,
     trace: T,
     limits: Limits,
     probe: Probe,
-    vms: BTreeMap<VmId, Vm>,
+    vms: L::Mutex<Table<L>>,
 }
 
 /// A snapshot of one VM's mediator state, for tests and diagnostics.
@@ -192,6 +289,8 @@ pub struct VmStats {
     pub rpc_args: usize,
     /// Pinned pages.
     pub pinned: u32,
+    /// Traps with an SMC in the secure world right now.
+    pub in_flight: u32,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -261,7 +360,20 @@ fn err_regs(code: u32) -> [u64; 4] {
     ok_regs(code, 0, 0, 0)
 }
 
-impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
+impl Trap {
+    fn new(limits: &Limits) -> Self {
+        Self {
+            budget: Budget {
+                pages_left: limits.max_pages_per_trap,
+                translated: 0,
+            },
+            fault: None,
+            internal_resumes: 0,
+        }
+    }
+}
+
+impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
     /// A mediator for the OP-TEE described by `probe` (see [`crate::probe::probe`]).
     pub fn new(monitor: M, pages: P, trace: T, limits: Limits, probe: Probe) -> Self {
         Self {
@@ -270,13 +382,13 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
             trace,
             limits: limits.sanitized(),
             probe,
-            vms: BTreeMap::new(),
+            vms: L::new(BTreeMap::new()),
         }
     }
 
     /// Probe the secure world through `monitor`, then build the mediator.
-    pub fn probe(mut monitor: M, pages: P, trace: T, limits: Limits) -> Result<Self, Error> {
-        let probe = crate::probe::probe(&mut monitor)?;
+    pub fn probe(monitor: M, pages: P, trace: T, limits: Limits) -> Result<Self, Error> {
+        let probe = crate::probe::probe(&monitor)?;
         Ok(Self::new(monitor, pages, trace, limits, probe))
     }
 
@@ -314,35 +426,65 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
         (self.probe.sec_caps & abi::OPTEE_SMC_SEC_CAP_RPC_ARG != 0 && n > 0 && fits).then_some(size)
     }
 
-    /// Current state counters of `vm`.
+    /// The state of `vm` (whatever its life), from the table. The table's lock is held only
+    /// for the look-up.
+    fn slot(&self, vm: VmId) -> Option<Arc<L::Mutex<Slot>>> {
+        L::with(&self.vms, |t| t.get(&vm).cloned())
+    }
+
+    /// Current state counters of `vm` (`None` unless it is live).
     pub fn vm_stats(&self, vm: VmId) -> Option<VmStats> {
-        self.vms.get(&vm).map(|v| VmStats {
-            calls: v.calls.len(),
-            waiting: v
-                .calls
-                .values()
-                .filter(|c| matches!(c.state, CallState::Waiting(_)))
-                .count(),
-            buffers: v.bufs.len(),
-            rpc_args: v.rpc_args.len(),
-            pinned: v.pinned,
+        let slot = self.slot(vm)?;
+        L::with(&slot, |s| {
+            let v = &s.vm;
+            (s.life == Life::Live).then(|| VmStats {
+                calls: v.calls.len(),
+                waiting: v
+                    .calls
+                    .values()
+                    .filter(|c| matches!(c.state, CallState::Waiting(_)))
+                    .count(),
+                buffers: v.bufs.len(),
+                rpc_args: v.rpc_args.len(),
+                pinned: v.pinned,
+                in_flight: s.in_flight,
+            })
         })
     }
 
-    /// Tell OP-TEE about a new VM. An error must make domain creation fail.
-    pub fn vm_created(&mut self, vm: VmId) -> Result<(), Error> {
-        if self.vms.contains_key(&vm) {
-            return Err(Error::VmExists);
-        }
-        self.lifecycle_call(abi::OPTEE_SMC_VM_CREATED, vm)
-            .map_err(|code| Error::VmCreateRefused { code })?;
-        self.vms.insert(vm, Vm::default());
-        Ok(())
+    /// Tell OP-TEE about a new VM. An error must make domain creation fail. The id is taken
+    /// before the SMC (a racing `vm_created` of the same id gets `VmExists`) and served once
+    /// OP-TEE accepted it.
+    pub fn vm_created(&self, vm: VmId) -> Result<(), Error> {
+        L::with(&self.vms, |t| {
+            if t.contains_key(&vm) {
+                return Err(Error::VmExists);
+            }
+            let slot = Slot {
+                life: Life::Creating,
+                in_flight: 0,
+                vm: Vm::default(),
+            };
+            t.insert(vm, Arc::new(L::new(slot)));
+            Ok(())
+        })?;
+        let r = self.lifecycle_call(abi::OPTEE_SMC_VM_CREATED, vm);
+        L::with(&self.vms, |t| match r {
+            Ok(()) => {
+                if let Some(slot) = t.get(&vm) {
+                    L::with(slot, |s| s.life = Life::Live);
+                }
+            }
+            Err(_) => {
+                t.remove(&vm);
+            }
+        });
+        r.map_err(|code| Error::VmCreateRefused { code })
     }
 
     /// VM_CREATED or VM_DESTROYED for `vm`, issued as the hypervisor (a7 = 0). The error is
     /// OP-TEE's return code.
-    fn lifecycle_call(&mut self, fid: u32, vm: VmId) -> Result<(), u32> {
+    fn lifecycle_call(&self, fid: u32, vm: VmId) -> Result<(), u32> {
         let r = self.monitor.call([
             u64::from(fid),
             vm.client_id(),
@@ -360,18 +502,34 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
     }
 
     /// Release everything `vm` holds (calls, shadow pages, buffers, pins), then tell OP-TEE.
+    /// Call it once no vCPU of the VM can trap any more; a VM with an SMC in flight is
+    /// refused with `CallsInFlight` and left as it was.
     ///
-    /// Parked calls are first unwound: every pending RPC is answered with a failure until
-    /// OP-TEE finishes the call (at most `max_destroy_resumes` round trips each), so no
-    /// OP-TEE thread stays suspended for a VM that no longer exists.
+    /// The VM's state is taken out of its lock first (its SMCs are refused from then on),
+    /// so the unwinding below runs with no mediator lock held. Parked calls are unwound:
+    /// every pending RPC is answered with a failure until OP-TEE finishes the call (at most
+    /// `max_destroy_resumes` round trips each), so no OP-TEE thread stays suspended for a VM
+    /// that no longer exists. The id stays taken until VM_DESTROYED has returned.
     ///
     /// Each step is bounded by the limits: at most `calls_per_vm` calls, each with at most
     /// `max_params` temporaries, `max_buffers_per_vm` buffers and `max_rpc_args_per_vm`
     /// RPC argument pages, and `max_pinned_pages_per_vm` unpins in total. Unpinning before
     /// VM_DESTROYED is safe: the VM's state is gone first, so no SMC with its client id can
     /// run again, and only such an SMC could make OP-TEE touch its pages.
-    pub fn vm_destroyed<G: GuestMemory>(&mut self, vm: VmId, mem: &mut G) -> Result<(), Error> {
-        let mut v = self.vms.remove(&vm).ok_or(Error::UnknownVm)?;
+    pub fn vm_destroyed<G: GuestMemory>(&self, vm: VmId, mem: &mut G) -> Result<(), Error> {
+        let mut v = L::with(&self.vms, |t| {
+            let slot = t.get(&vm).ok_or(Error::UnknownVm)?;
+            L::with(slot, |s| {
+                if s.life != Life::Live {
+                    return Err(Error::UnknownVm);
+                }
+                if s.in_flight > 0 {
+                    return Err(Error::CallsInFlight);
+                }
+                s.life = Life::Destroying;
+                Ok(core::mem::take(&mut s.vm))
+            })
+        })?;
         let ids: Vec<u32> = v.calls.keys().copied().collect();
         for id in ids {
             self.drain_call(vm, &mut v, id);
@@ -385,14 +543,15 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
         for (_, ra) in core::mem::take(&mut v.rpc_args) {
             self.pages.free(ra.page);
         }
-        self.lifecycle_call(abi::OPTEE_SMC_VM_DESTROYED, vm)
-            .map_err(|code| Error::VmDestroyFailed { code })
+        let r = self.lifecycle_call(abi::OPTEE_SMC_VM_DESTROYED, vm);
+        L::with(&self.vms, |t| t.remove(&vm));
+        r.map_err(|code| Error::VmDestroyFailed { code })
     }
 
     /// Unwind a parked call of a dying VM: answer each RPC with a failure until OP-TEE
     /// finishes the call, at most `max_destroy_resumes` round trips. Nothing is copied back
     /// to the guest; resources are released by the caller afterwards.
-    fn drain_call(&mut self, vm: VmId, v: &mut Vm, id: u32) {
+    fn drain_call(&self, vm: VmId, v: &mut Vm, id: u32) {
         let Some(call) = v.calls.get_mut(&id) else {
             return;
         };
@@ -440,7 +599,7 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
     }
 
     /// Make OP-TEE see its RPC command fail with `code` (written into the RPC argument).
-    fn fail_rpc_cmd(&mut self, v: &Vm, id: u32, cookie: u64, code: u32) {
+    fn fail_rpc_cmd(&self, v: &Vm, id: u32, cookie: u64, code: u32) {
         if let Some((page, off, size, _, _)) = rpc_slot(v, id, cookie) {
             if size >= abi::MSG_ARG_HEADER_SIZE {
                 self.pages
@@ -449,101 +608,161 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
         }
     }
 
-    /// Handle one trapped trusted-OS SMC from `vm`. `regs` are the guest's x0..x7; the
-    /// result is what to write back to x0..x7. Never panics on guest input.
-    pub fn handle_smc<G: GuestMemory>(
-        &mut self,
-        vm: VmId,
-        mem: &mut G,
-        regs: [u64; 8],
-    ) -> [u64; 8] {
-        let fid = regs[0] as u32;
-        let mut trap = Trap {
-            budget: Budget {
-                pages_left: self.limits.max_pages_per_trap,
-                translated: 0,
-            },
-            fault: None,
-            internal_resumes: 0,
-        };
-        let head = match self.vms.remove(&vm) {
-            None => err_regs(abi::OPTEE_SMC_RETURN_UNKNOWN_FUNCTION),
-            Some(mut v) => {
-                let r = self.dispatch(vm, &mut v, mem, fid, &regs, &mut trap);
-                self.vms.insert(vm, v);
-                r
+    /// Handle one trapped trusted-OS SMC from `vm` from start to end: `begin`, then for
+    /// every `Step::Forward` the SMC (with no mediator lock held) and `finish`. `regs` are
+    /// the guest's x0..x7; the result is what to write back to x0..x7. Never panics on guest
+    /// input. A trap enters OP-TEE at most `max_internal_resumes + 1` times.
+    pub fn handle_smc<G: GuestMemory>(&self, vm: VmId, mem: &mut G, regs: [u64; 8]) -> [u64; 8] {
+        let mut step = self.begin(vm, mem, regs);
+        loop {
+            match step {
+                Step::Reply(out) => return out,
+                Step::Forward { regs, token } => {
+                    let r = self.monitor.call(regs);
+                    step = self.finish(mem, token, r);
+                }
             }
+        }
+    }
+
+    /// The first half of a trap: validate and prepare under `vm`'s lock, then either answer
+    /// the guest or ask for an SMC. Safe to call from several CPUs at once, for one VM or
+    /// many.
+    pub fn begin<G: GuestMemory>(&self, vm: VmId, mem: &mut G, regs: [u64; 8]) -> Step<L> {
+        let mut trap = Trap::new(&self.limits);
+        let unknown = err_regs(abi::OPTEE_SMC_RETURN_UNKNOWN_FUNCTION);
+        let Some(slot) = self.slot(vm) else {
+            return Step::Reply(self.reply(vm, &regs, &trap, unknown));
         };
+        let next = L::with(&slot, |s| {
+            if s.life != Life::Live {
+                return Next::Reply(unknown);
+            }
+            let next = self.dispatch(vm, &mut s.vm, mem, &regs, &mut trap);
+            if matches!(next, Next::Forward(..)) {
+                s.in_flight += 1;
+            }
+            next
+        });
+        self.step(slot, vm, regs, trap, next)
+    }
+
+    /// The second half of a trap: take OP-TEE's `result` for `token` under the VM's lock.
+    /// Either answers the guest or asks for another SMC (an internal resume, or asking
+    /// DISABLE_SHM_CACHE again).
+    pub fn finish<G: GuestMemory>(
+        &self,
+        mem: &mut G,
+        token: Token<L>,
+        result: [u64; 8],
+    ) -> Step<L> {
+        let Token {
+            slot,
+            vm,
+            regs,
+            mut trap,
+            awaiting,
+        } = token;
+        let next = L::with(&slot, |s| {
+            s.in_flight = s.in_flight.saturating_sub(1);
+            if s.life != Life::Live {
+                // Only a token outliving `vm_destroyed`'s refusal could get here.
+                return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_ERESUME));
+            }
+            let next = self.on_result(vm, &mut s.vm, mem, awaiting, &result, &mut trap);
+            if matches!(next, Next::Forward(..)) {
+                s.in_flight += 1;
+            }
+            next
+        });
+        self.step(slot, vm, regs, trap, next)
+    }
+
+    /// Turn a locked step's outcome into the hypervisor's next step (the lock is released).
+    fn step(
+        &self,
+        slot: Arc<L::Mutex<Slot>>,
+        vm: VmId,
+        regs: [u64; 8],
+        trap: Trap,
+        next: Next,
+    ) -> Step<L> {
+        match next {
+            Next::Reply(head) => Step::Reply(self.reply(vm, &regs, &trap, head)),
+            Next::Forward(fwd, awaiting) => Step::Forward {
+                regs: fwd,
+                token: Token {
+                    slot,
+                    vm,
+                    regs,
+                    trap,
+                    awaiting,
+                },
+            },
+        }
+    }
+
+    /// The guest's x0..x7 at the end of a trap (a4..a7 preserved, per the SMC calling
+    /// convention), traced with no lock held.
+    fn reply(&self, vm: VmId, regs: &[u64; 8], trap: &Trap, head: [u64; 4]) -> [u64; 8] {
         if T::ENABLED {
             let mut args = [0u64; 6];
             args.copy_from_slice(&regs[1..7]);
             self.trace.smc(&SmcRecord {
                 vm,
-                func: fid,
+                func: regs[0] as u32,
                 args,
                 pages_translated: trap.budget.translated,
                 ret: head[0] as u32,
                 fault: trap.fault,
             });
         }
-        // a4..a7 are preserved for the guest, per the SMC calling convention.
         [
             head[0], head[1], head[2], head[3], regs[4], regs[5], regs[6], regs[7],
         ]
     }
 
     fn dispatch<G: GuestMemory>(
-        &mut self,
+        &self,
         vm: VmId,
         v: &mut Vm,
         mem: &mut G,
-        fid: u32,
         regs: &[u64; 8],
         trap: &mut Trap,
-    ) -> [u64; 4] {
+    ) -> Next {
         let client = vm.client_id();
+        let fid = regs[0] as u32;
+        let reply = |r: [u64; 4]| Next::Reply(r);
         match fid {
             abi::OPTEE_SMC_CALLS_COUNT
             | abi::OPTEE_SMC_CALLS_UID
             | abi::OPTEE_SMC_CALLS_REVISION
             | abi::OPTEE_SMC_GET_OS_UUID
             | abi::OPTEE_SMC_GET_OS_REVISION
-            | abi::OPTEE_SMC_ENABLE_SHM_CACHE => self.pass_through(client, fid, 0),
+            | abi::OPTEE_SMC_ENABLE_SHM_CACHE => self.pass_through(client, fid, 0, Awaiting::Fast),
             abi::OPTEE_SMC_EXCHANGE_CAPABILITIES => {
-                let r = self.pass_through(client, fid, FORWARDED_NSEC_CAPS);
-                let caps = regpair(0, r[1]);
-                if r[0] as u32 != abi::OPTEE_SMC_RETURN_OK
-                    || caps & abi::OPTEE_SMC_SEC_CAP_DYNAMIC_SHM == 0
-                {
-                    return err_regs(abi::OPTEE_SMC_RETURN_ENOTAVAIL);
-                }
-                // a2 (max notification value) belongs to a masked capability: zero.
-                let mut caps = caps & GUEST_SEC_CAPS;
-                let mut rpc_params = 0;
-                match self.inline_rpc_size() {
-                    Some(_) if caps & abi::OPTEE_SMC_SEC_CAP_RPC_ARG != 0 => {
-                        rpc_params = u64::from(self.probe.rpc_param_count);
-                    }
-                    _ => caps &= !abi::OPTEE_SMC_SEC_CAP_RPC_ARG,
-                }
-                ok_regs(abi::OPTEE_SMC_RETURN_OK, caps, 0, rpc_params)
+                self.pass_through(client, fid, FORWARDED_NSEC_CAPS, Awaiting::Capabilities)
             }
             // OP-TEE only empties its cache when idle; the mediator enforces that per VM, so
             // a cookie can never free an RPC argument page a parked call still uses.
             abi::OPTEE_SMC_DISABLE_SHM_CACHE if !v.calls.is_empty() => {
-                err_regs(abi::OPTEE_SMC_RETURN_EBUSY)
+                reply(err_regs(abi::OPTEE_SMC_RETURN_EBUSY))
             }
-            abi::OPTEE_SMC_DISABLE_SHM_CACHE => self.disable_shm_cache(v, mem, client, trap),
-            abi::OPTEE_SMC_GET_THREAD_COUNT => ok_regs(
+            abi::OPTEE_SMC_DISABLE_SHM_CACHE => {
+                self.pass_through(client, fid, 0, Awaiting::DisableShmCache)
+            }
+            abi::OPTEE_SMC_GET_THREAD_COUNT => reply(ok_regs(
                 abi::OPTEE_SMC_RETURN_OK,
                 u64::from(self.calls_per_vm()),
                 0,
                 0,
-            ),
+            )),
             abi::OPTEE_SMC_GET_SHM_CONFIG
             | abi::OPTEE_SMC_L2CC_MUTEX
             | abi::OPTEE_SMC_ENABLE_ASYNC_NOTIF
-            | abi::OPTEE_SMC_GET_ASYNC_NOTIF_VALUE => err_regs(abi::OPTEE_SMC_RETURN_ENOTAVAIL),
+            | abi::OPTEE_SMC_GET_ASYNC_NOTIF_VALUE => {
+                reply(err_regs(abi::OPTEE_SMC_RETURN_ENOTAVAIL))
+            }
             abi::OPTEE_SMC_CALL_WITH_ARG => self.std_call(vm, v, mem, regs, trap),
             abi::OPTEE_SMC_CALL_WITH_RPC_ARG | abi::OPTEE_SMC_CALL_WITH_REGD_ARG
                 if self.inline_rpc_size().is_some() =>
@@ -557,62 +776,116 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
             | abi::OPTEE_SMC_CALL_WITH_RPC_ARG
             | abi::OPTEE_SMC_CALL_WITH_REGD_ARG => {
                 trap.fault = Some(Fault::Refused);
-                err_regs(Fault::Refused.smc_code())
+                reply(err_regs(Fault::Refused.smc_code()))
             }
-            _ => err_regs(abi::OPTEE_SMC_RETURN_UNKNOWN_FUNCTION),
+            _ => reply(err_regs(abi::OPTEE_SMC_RETURN_UNKNOWN_FUNCTION)),
         }
     }
 
-    /// The one path for fast calls forwarded to OP-TEE: the mediator picks every argument
-    /// (only `a1` is ever non-zero) and a7 is the VM's client id. Callers filter the result.
-    fn pass_through(&mut self, client: u64, fid: u32, a1: u64) -> [u64; 4] {
-        let r = self
-            .monitor
-            .call([u64::from(fid), a1, 0, 0, 0, 0, 0, client]);
-        [
+    /// OP-TEE's result for a forwarded SMC.
+    fn on_result<G: GuestMemory>(
+        &self,
+        vm: VmId,
+        v: &mut Vm,
+        mem: &mut G,
+        awaiting: Awaiting,
+        r: &[u64; 8],
+        trap: &mut Trap,
+    ) -> Next {
+        let masked = [
             r[0] & 0xffff_ffff,
             r[1] & 0xffff_ffff,
             r[2] & 0xffff_ffff,
             r[3] & 0xffff_ffff,
-        ]
+        ];
+        match awaiting {
+            Awaiting::Fast => Next::Reply(masked),
+            Awaiting::Capabilities => Next::Reply(self.filter_capabilities(masked)),
+            Awaiting::DisableShmCache => self.disable_shm_cache(vm, v, mem, masked, trap),
+            Awaiting::Call(id) => self.after_optee(vm, v, mem, id, *r, trap),
+        }
     }
 
-    /// DISABLE_SHM_CACHE: OP-TEE hands back one cached cookie per call. A cookie naming
-    /// this VM's RPC argument buffer or registered buffer is released here and passed on;
-    /// any other cookie is never shown to the guest (it could leak another VM's pointer):
-    /// ask again, at most `max_internal_resumes` times, then answer EBUSY (retry later).
+    /// The one path for fast calls forwarded to OP-TEE: the mediator picks every argument
+    /// (only `a1` is ever non-zero) and a7 is the VM's client id. `on_result` filters the
+    /// result (every register masked to 32 bits, then per `awaiting`).
+    fn pass_through(&self, client: u64, fid: u32, a1: u64, awaiting: Awaiting) -> Next {
+        Next::Forward([u64::from(fid), a1, 0, 0, 0, 0, 0, client], awaiting)
+    }
+
+    /// EXCHANGE_CAPABILITIES as a guest sees it (`r` is OP-TEE's answer, masked).
+    fn filter_capabilities(&self, r: [u64; 4]) -> [u64; 4] {
+        let caps = regpair(0, r[1]);
+        if r[0] as u32 != abi::OPTEE_SMC_RETURN_OK || caps & abi::OPTEE_SMC_SEC_CAP_DYNAMIC_SHM == 0
+        {
+            return err_regs(abi::OPTEE_SMC_RETURN_ENOTAVAIL);
+        }
+        // a2 (max notification value) belongs to a masked capability: zero.
+        let mut caps = caps & GUEST_SEC_CAPS;
+        let mut rpc_params = 0;
+        match self.inline_rpc_size() {
+            Some(_) if caps & abi::OPTEE_SMC_SEC_CAP_RPC_ARG != 0 => {
+                rpc_params = u64::from(self.probe.rpc_param_count);
+            }
+            _ => caps &= !abi::OPTEE_SMC_SEC_CAP_RPC_ARG,
+        }
+        ok_regs(abi::OPTEE_SMC_RETURN_OK, caps, 0, rpc_params)
+    }
+
+    /// DISABLE_SHM_CACHE: OP-TEE hands back one cached cookie per call (`r`, masked). A
+    /// cookie naming this VM's RPC argument buffer or registered buffer is released here and
+    /// passed on; any other cookie is never shown to the guest (it could leak another VM's
+    /// pointer): ask again, at most `max_internal_resumes` times, then answer EBUSY (retry
+    /// later).
+    ///
+    /// A sibling vCPU may have opened a call while the SMC ran (`begin` refused the SMC
+    /// only if the VM had calls then). OP-TEE never hands out a cookie a thread uses, but,
+    /// as in `begin`, the mediator does not rely on it: with a call open, the cookie is
+    /// passed on and its page or pins are kept until the RPC FREE, UNREGISTER_SHM or the
+    /// VM's end that releases them.
     fn disable_shm_cache<G: GuestMemory>(
-        &mut self,
+        &self,
+        vm: VmId,
         v: &mut Vm,
         mem: &mut G,
-        client: u64,
+        r: [u64; 4],
         trap: &mut Trap,
-    ) -> [u64; 4] {
-        loop {
-            let r = self.pass_through(client, abi::OPTEE_SMC_DISABLE_SHM_CACHE, 0);
-            if r[0] as u32 != abi::OPTEE_SMC_RETURN_OK {
-                return err_regs(r[0] as u32);
+    ) -> Next {
+        if r[0] as u32 != abi::OPTEE_SMC_RETURN_OK {
+            return Next::Reply(err_regs(r[0] as u32));
+        }
+        let cookie = regpair(r[1], r[2]);
+        let idle = v.calls.is_empty();
+        if v.rpc_args.contains_key(&cookie) {
+            if idle {
+                if let Some(ra) = v.rpc_args.remove(&cookie) {
+                    self.pages.free(ra.page);
+                }
             }
-            let cookie = regpair(r[1], r[2]);
-            if let Some(ra) = v.rpc_args.remove(&cookie) {
-                self.pages.free(ra.page);
-                return r;
-            }
-            if v.bufs
-                .get(&cookie)
-                .is_some_and(|b| b.state == BufState::Live)
-            {
+            return Next::Reply(r);
+        }
+        if v.bufs
+            .get(&cookie)
+            .is_some_and(|b| b.state == BufState::Live)
+        {
+            if idle {
                 if let Some(b) = v.bufs.remove(&cookie) {
                     release_buffer(mem, v, &b);
                 }
-                return r;
             }
-            trap.fault = Some(Fault::UnknownCookie);
-            trap.internal_resumes += 1;
-            if trap.internal_resumes >= self.limits.max_internal_resumes {
-                return err_regs(abi::OPTEE_SMC_RETURN_EBUSY);
-            }
+            return Next::Reply(r);
         }
+        trap.fault = Some(Fault::UnknownCookie);
+        trap.internal_resumes += 1;
+        if trap.internal_resumes >= self.limits.max_internal_resumes {
+            return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_EBUSY));
+        }
+        self.pass_through(
+            vm.client_id(),
+            abi::OPTEE_SMC_DISABLE_SHM_CACHE,
+            0,
+            Awaiting::DisableShmCache,
+        )
     }
 
     // -------------------------------------------------------------------------------------
@@ -623,16 +896,16 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
     /// shadow page by physical address: CALL_WITH_ARG, or CALL_WITH_RPC_ARG with the RPC
     /// argument right after the argument in the same shadow page.
     fn std_call<G: GuestMemory>(
-        &mut self,
+        &self,
         vm: VmId,
         v: &mut Vm,
         mem: &mut G,
         regs: &[u64; 8],
         trap: &mut Trap,
-    ) -> [u64; 4] {
+    ) -> Next {
         if v.calls.len() as u32 >= self.calls_per_vm() {
             trap.fault = Some(Fault::ThreadLimit);
-            return err_regs(Fault::ThreadLimit.smc_code());
+            return Next::Reply(err_regs(Fault::ThreadLimit.smc_code()));
         }
         let fid = regs[0] as u32;
         let inline_rpc = match fid {
@@ -649,13 +922,13 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
             Ok(a) => a,
             Err(f) => {
                 trap.fault = Some(f);
-                return err_regs(f.smc_code());
+                return Next::Reply(err_regs(f.smc_code()));
             }
         };
         let (arg, guest) = arg;
         let Some(shadow) = self.pages.alloc() else {
             trap.fault = Some(Fault::NoMemory);
-            return err_regs(abi::OPTEE_SMC_RETURN_ENOMEM);
+            return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_ENOMEM));
         };
         let mut call = Call {
             state: CallState::Running,
@@ -683,7 +956,7 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
                     &abi::TEEC_ORIGIN_COMMS.to_le_bytes(),
                 );
                 self.release_call_resources(mem, v, call);
-                return err_regs(abi::OPTEE_SMC_RETURN_OK);
+                return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_OK));
             }
         };
         self.pages.write(&call.shadow, 0, &out.to_bytes());
@@ -694,17 +967,19 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
         let (hi, lo) = split_regpair(call.shadow.phys().raw());
         let id = alloc_call_id(v);
         v.calls.insert(id, call);
-        let r = self.monitor.call([
-            u64::from(fwd),
-            hi,
-            lo,
-            OPTEE_SMC_SHM_CACHED,
-            0,
-            0,
-            0,
-            vm.client_id(),
-        ]);
-        self.after_optee(vm, v, mem, id, r, trap)
+        Next::Forward(
+            [
+                u64::from(fwd),
+                hi,
+                lo,
+                OPTEE_SMC_SHM_CACHED,
+                0,
+                0,
+                0,
+                vm.client_id(),
+            ],
+            Awaiting::Call(id),
+        )
     }
 
     /// Copy the guest's argument (header, then exactly the params it announced) and check
@@ -746,7 +1021,7 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
 
     /// Validate every parameter of the copy and build what OP-TEE gets.
     fn translate_params<G: GuestMemory>(
-        &mut self,
+        &self,
         v: &mut Vm,
         mem: &mut G,
         call: &mut Call,
@@ -862,7 +1137,7 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
     /// `cookie` (which must be new, within the VM's buffer limit). Returns the rebuilt list
     /// pages and the `buf_ptr` OP-TEE gets.
     fn register_buffer<G: GuestMemory>(
-        &mut self,
+        &self,
         v: &mut Vm,
         mem: &mut G,
         trap: &mut Trap,
@@ -889,7 +1164,7 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
     }
 
     fn pin<G: GuestMemory>(
-        &mut self,
+        &self,
         v: &mut Vm,
         mem: &mut G,
         trap: &mut Trap,
@@ -903,7 +1178,7 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
         };
         let t = pin_noncontig(
             mem,
-            &mut self.pages,
+            &self.pages,
             &room,
             &mut trap.budget,
             buf_ptr,
@@ -915,12 +1190,12 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
     }
 
     /// Give back everything a call holds (not its registered buffer once committed).
-    fn release_call_resources<G: GuestMemory>(&mut self, mem: &mut G, v: &mut Vm, call: Call) {
+    fn release_call_resources<G: GuestMemory>(&self, mem: &mut G, v: &mut Vm, call: Call) {
         for t in &call.temps {
             unpin_all(mem, t);
             v.pinned -= t.ipas.len() as u32;
         }
-        free_pages(&mut self.pages, call.lists);
+        free_pages(&self.pages, call.lists);
         if let Some(c) = call.register {
             if let Some(b) = v.bufs.remove(&c) {
                 release_buffer(mem, v, &b);
@@ -934,114 +1209,104 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
         self.pages.free(call.shadow);
     }
 
-    /// OP-TEE returned from a call or a resume: finish the call or park it on an RPC.
+    /// OP-TEE returned from a call or a resume (`r`): finish the call, park it on an RPC,
+    /// or answer the RPC here and resume OP-TEE (the trap's `max_internal_resumes` budget).
     fn after_optee<G: GuestMemory>(
-        &mut self,
+        &self,
         vm: VmId,
         v: &mut Vm,
         mem: &mut G,
         id: u32,
-        mut r: [u64; 8],
+        r: [u64; 8],
         trap: &mut Trap,
-    ) -> [u64; 4] {
+    ) -> Next {
         let client = vm.client_id();
-        loop {
-            let a0 = r[0] as u32;
-            if !abi::is_rpc(a0) {
-                return self.complete(v, mem, id, a0);
-            }
-            let Some(call) = v.calls.get_mut(&id) else {
-                return err_regs(abi::OPTEE_SMC_RETURN_ERESUME);
-            };
-            call.resume = [r[3], r[4], r[5], r[6]];
-            let id64 = u64::from(id);
-            // Either park the call and return the RPC to the guest, or answer OP-TEE here.
-            let answer: [u64; 4] = match a0 & !abi::OPTEE_SMC_RETURN_RPC_PREFIX_MASK {
-                abi::OPTEE_SMC_RPC_FUNC_ALLOC => {
-                    let size = r[1] & 0xffff_ffff;
-                    if size < abi::MSG_ARG_HEADER_SIZE as u64 || size > abi::NONCONTIG_PAGE_SIZE {
-                        // Unservable size: refuse without bothering the guest.
-                        [0, 0, call.resume[1], call.resume[2]]
-                    } else {
-                        call.state = CallState::Waiting(Wait::Alloc { size });
-                        return ok_regs(a0, size, 0, id64);
-                    }
-                }
-                abi::OPTEE_SMC_RPC_FUNC_FREE => {
-                    let cookie = regpair(r[1], r[2]);
-                    if let Some(ra) = v.rpc_args.remove(&cookie) {
-                        self.pages.free(ra.page);
-                    }
-                    call.state = CallState::Waiting(Wait::Free);
-                    let (hi, lo) = split_regpair(cookie);
-                    return ok_regs(a0, hi, lo, id64);
-                }
-                abi::OPTEE_SMC_RPC_FUNC_FOREIGN_INTR => {
-                    call.state = CallState::Waiting(Wait::ForeignIntr);
-                    return ok_regs(a0, 0, 0, id64);
-                }
-                abi::OPTEE_SMC_RPC_FUNC_CMD => {
-                    let cookie = regpair(r[1], r[2]);
-                    match self.rpc_cmd_to_guest(v, mem, id, cookie) {
-                        Ok(rpc) => {
-                            if let Some(call) = v.calls.get_mut(&id) {
-                                call.state = CallState::Waiting(Wait::Cmd { cookie, rpc });
-                            }
-                            let (hi, lo) = split_regpair(cookie);
-                            return ok_regs(a0, hi, lo, id64);
-                        }
-                        Err(()) => {
-                            // Could not hand it to the guest: OP-TEE sees the command fail.
-                            self.fail_rpc_cmd(v, id, cookie, abi::TEEC_ERROR_GENERIC);
-                            let resume = v.calls.get(&id).map(|c| c.resume).unwrap_or_default();
-                            [0, 0, resume[1], resume[2]]
-                        }
-                    }
-                }
-                _ => [0, 0, call.resume[1], call.resume[2]],
-            };
-            // Answer OP-TEE ourselves, within the trap's budget.
-            trap.internal_resumes += 1;
-            if trap.internal_resumes > self.limits.max_internal_resumes {
-                if let Some(call) = v.calls.get_mut(&id) {
-                    call.state = CallState::Waiting(Wait::Pending {
-                        a1: answer[0],
-                        a2: answer[1],
-                        a4: answer[2],
-                        a5: answer[3],
-                    });
-                }
-                return ok_regs(
-                    abi::rpc_val(abi::OPTEE_SMC_RPC_FUNC_FOREIGN_INTR),
-                    0,
-                    0,
-                    id64,
-                );
-            }
-            let resume = v.calls.get(&id).map(|c| c.resume).unwrap_or_default();
-            r = self.forward_resume(client, &resume, answer);
+        let a0 = r[0] as u32;
+        if !abi::is_rpc(a0) {
+            return Next::Reply(self.complete(v, mem, id, a0));
         }
+        let Some(call) = v.calls.get_mut(&id) else {
+            return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_ERESUME));
+        };
+        call.resume = [r[3], r[4], r[5], r[6]];
+        let id64 = u64::from(id);
+        // Either park the call and return the RPC to the guest, or answer OP-TEE here.
+        let answer: [u64; 4] = match a0 & !abi::OPTEE_SMC_RETURN_RPC_PREFIX_MASK {
+            abi::OPTEE_SMC_RPC_FUNC_ALLOC => {
+                let size = r[1] & 0xffff_ffff;
+                if size < abi::MSG_ARG_HEADER_SIZE as u64 || size > abi::NONCONTIG_PAGE_SIZE {
+                    // Unservable size: refuse without bothering the guest.
+                    [0, 0, call.resume[1], call.resume[2]]
+                } else {
+                    call.state = CallState::Waiting(Wait::Alloc { size });
+                    return Next::Reply(ok_regs(a0, size, 0, id64));
+                }
+            }
+            abi::OPTEE_SMC_RPC_FUNC_FREE => {
+                let cookie = regpair(r[1], r[2]);
+                if let Some(ra) = v.rpc_args.remove(&cookie) {
+                    self.pages.free(ra.page);
+                }
+                call.state = CallState::Waiting(Wait::Free);
+                let (hi, lo) = split_regpair(cookie);
+                return Next::Reply(ok_regs(a0, hi, lo, id64));
+            }
+            abi::OPTEE_SMC_RPC_FUNC_FOREIGN_INTR => {
+                call.state = CallState::Waiting(Wait::ForeignIntr);
+                return Next::Reply(ok_regs(a0, 0, 0, id64));
+            }
+            abi::OPTEE_SMC_RPC_FUNC_CMD => {
+                let cookie = regpair(r[1], r[2]);
+                match self.rpc_cmd_to_guest(v, mem, id, cookie) {
+                    Ok(rpc) => {
+                        if let Some(call) = v.calls.get_mut(&id) {
+                            call.state = CallState::Waiting(Wait::Cmd { cookie, rpc });
+                        }
+                        let (hi, lo) = split_regpair(cookie);
+                        return Next::Reply(ok_regs(a0, hi, lo, id64));
+                    }
+                    Err(()) => {
+                        // Could not hand it to the guest: OP-TEE sees the command fail.
+                        self.fail_rpc_cmd(v, id, cookie, abi::TEEC_ERROR_GENERIC);
+                        let resume = v.calls.get(&id).map(|c| c.resume).unwrap_or_default();
+                        [0, 0, resume[1], resume[2]]
+                    }
+                }
+            }
+            _ => [0, 0, call.resume[1], call.resume[2]],
+        };
+        // Answer OP-TEE ourselves, within the trap's budget.
+        trap.internal_resumes += 1;
+        if trap.internal_resumes > self.limits.max_internal_resumes {
+            if let Some(call) = v.calls.get_mut(&id) {
+                call.state = CallState::Waiting(Wait::Pending {
+                    a1: answer[0],
+                    a2: answer[1],
+                    a4: answer[2],
+                    a5: answer[3],
+                });
+            }
+            return Next::Reply(ok_regs(
+                abi::rpc_val(abi::OPTEE_SMC_RPC_FUNC_FOREIGN_INTR),
+                0,
+                0,
+                id64,
+            ));
+        }
+        let resume = v.calls.get(&id).map(|c| c.resume).unwrap_or_default();
+        Next::Forward(resume_regs(client, &resume, answer), Awaiting::Call(id))
     }
 
-    /// RETURN_FROM_RPC to OP-TEE: a1/a2/a4/a5 from `answer`, a3/a6 replayed from OP-TEE's
-    /// own resume registers, a7 the client id. Nothing comes from guest registers.
-    fn forward_resume(&mut self, client: u64, resume: &[u64; 4], answer: [u64; 4]) -> [u64; 8] {
-        self.monitor.call([
-            u64::from(abi::OPTEE_SMC_RETURN_FROM_RPC),
-            answer[0],
-            answer[1],
-            resume[0],
-            answer[2],
-            answer[3],
-            resume[3],
-            client,
-        ])
+    /// RETURN_FROM_RPC to OP-TEE, issued directly (only while a dying VM is unwound, with
+    /// no lock held).
+    fn forward_resume(&self, client: u64, resume: &[u64; 4], answer: [u64; 4]) -> [u64; 8] {
+        self.monitor.call(resume_regs(client, resume, answer))
     }
 
     /// OP-TEE asked for an RPC command: read its request from the shadow, act on what
     /// concerns the mediator (SHM_FREE), and copy the request to the guest's buffer.
     fn rpc_cmd_to_guest<G: GuestMemory>(
-        &mut self,
+        &self,
         v: &mut Vm,
         mem: &mut G,
         id: u32,
@@ -1073,7 +1338,7 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
         Ok(rpc)
     }
 
-    fn complete<G: GuestMemory>(&mut self, v: &mut Vm, mem: &mut G, id: u32, a0: u32) -> [u64; 4] {
+    fn complete<G: GuestMemory>(&self, v: &mut Vm, mem: &mut G, id: u32, a0: u32) -> [u64; 4] {
         let Some(mut call) = v.calls.remove(&id) else {
             return err_regs(a0);
         };
@@ -1110,14 +1375,15 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
     // -------------------------------------------------------------------------------------
 
     fn resume<G: GuestMemory>(
-        &mut self,
+        &self,
         vm: VmId,
         v: &mut Vm,
         mem: &mut G,
         regs: &[u64; 8],
         trap: &mut Trap,
-    ) -> [u64; 4] {
-        // The handle is the a3 we gave the guest; it can only name this VM's calls.
+    ) -> Next {
+        // The handle is the a3 we gave the guest; it can only name this VM's calls. A call
+        // whose SMC is in flight on a sibling vCPU is `Running`: not resumable.
         let id = regs[3] as u32;
         let waiting = v.calls.get_mut(&id).and_then(|call| {
             match core::mem::replace(&mut call.state, CallState::Running) {
@@ -1127,7 +1393,7 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
         });
         let Some(wait) = waiting else {
             trap.fault = Some(Fault::BadResume);
-            return err_regs(Fault::BadResume.smc_code());
+            return Next::Reply(err_regs(Fault::BadResume.smc_code()));
         };
         let resume = v.calls.get(&id).map(|c| c.resume).unwrap_or_default();
         let preserved = [0, 0, resume[1], resume[2]];
@@ -1140,14 +1406,16 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
                 preserved
             }
         };
-        let r = self.forward_resume(vm.client_id(), &resume, answer);
-        self.after_optee(vm, v, mem, id, r, trap)
+        Next::Forward(
+            resume_regs(vm.client_id(), &resume, answer),
+            Awaiting::Call(id),
+        )
     }
 
     /// The guest answered RPC_FUNC_ALLOC with a buffer (a1/a2) and cookie (a4/a5). OP-TEE
     /// gets a hypervisor page instead; the guest's buffer only ever receives copies.
     fn rpc_alloc<G: GuestMemory>(
-        &mut self,
+        &self,
         v: &mut Vm,
         mem: &mut G,
         regs: &[u64; 8],
@@ -1174,7 +1442,7 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
     }
 
     fn try_rpc_alloc<G: GuestMemory>(
-        &mut self,
+        &self,
         v: &mut Vm,
         mem: &mut G,
         ipa: u64,
@@ -1210,7 +1478,7 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
     /// The guest answered an RPC command: build OP-TEE's answer in the shadow from what
     /// OP-TEE asked, taking from the guest only what the protocol lets it set.
     fn rpc_cmd_from_guest<G: GuestMemory>(
-        &mut self,
+        &self,
         v: &mut Vm,
         mem: &mut G,
         id: u32,
@@ -1280,7 +1548,7 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
     /// OPTEE_RPC_CMD_SHM_ALLOC answered: the guest's param 0 must be a NONCONTIG TMEM
     /// output at least as large as requested, with a fresh cookie.
     fn rpc_shm_alloc<G: GuestMemory>(
-        &mut self,
+        &self,
         v: &mut Vm,
         mem: &mut G,
         id: u32,
@@ -1306,7 +1574,7 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
         )?;
         match v.calls.get_mut(&id) {
             Some(c) => c.lists.extend(list),
-            None => free_pages(&mut self.pages, list),
+            None => free_pages(&self.pages, list),
         }
         Ok(MsgParam {
             attr: p.attr,
@@ -1315,6 +1583,21 @@ impl<M: SecureMonitor, P: HvPages, T: Trace> Mediator<M, P, T> {
             u2: cookie,
         })
     }
+}
+
+/// RETURN_FROM_RPC to OP-TEE: a1/a2/a4/a5 from `answer`, a3/a6 replayed from OP-TEE's own
+/// resume registers, a7 the client id. Nothing comes from guest registers.
+fn resume_regs(client: u64, resume: &[u64; 4], answer: [u64; 4]) -> [u64; 8] {
+    [
+        u64::from(abi::OPTEE_SMC_RETURN_FROM_RPC),
+        answer[0],
+        answer[1],
+        resume[0],
+        answer[2],
+        answer[3],
+        resume[3],
+        client,
+    ]
 }
 
 /// Where call `id`'s RPC argument is: (shadow page, offset in it, size, guest location,

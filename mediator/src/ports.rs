@@ -7,11 +7,15 @@
 //!
 //! ```text
 //!   guest ──SMC trap──▶ hv ──handle_smc()──▶ Mediator ──SecureMonitor::call──▶ OP-TEE
-//!                                              │  ▲
+//!                                              │  ▲        (no Lock held)
 //!                          GuestMemory (per VM)│  │HvPages (shadow args, page lists)
 //!                                              ▼  │
 //!                                  guest RAM (IPA)   hypervisor-owned frames (PA)
 //! ```
+//!
+//! Every port method takes `&self` except `GuestMemory`'s writers: a port is shared by all
+//! CPUs, so each implementation does its own (short) locking, and the mediator never holds
+//! one of its own locks (`Lock`) while calling `SecureMonitor::call`.
 
 use core::fmt;
 
@@ -68,10 +72,11 @@ pub enum MemFault {
     PinFailed,
 }
 
-/// Issue an SMC to the secure monitor: `regs` are x0..x7, the result is x0..x7.
+/// Issue an SMC to the secure monitor: `regs` are x0..x7, the result is x0..x7. Any CPU
+/// may call it at any time, several at once (OP-TEE runs one thread per call).
 pub trait SecureMonitor {
     /// `smc #0` with a0..a7; returns a0..a7.
-    fn call(&mut self, regs: [u64; 8]) -> [u64; 8];
+    fn call(&self, regs: [u64; 8]) -> [u64; 8];
 }
 
 /// One VM's memory, seen from the hypervisor.
@@ -109,16 +114,35 @@ impl HvPage {
     }
 }
 
-/// Hypervisor-owned pages in non-secure RAM (shadow arguments, rebuilt page lists).
+/// Hypervisor-owned pages in non-secure RAM (shadow arguments, rebuilt page lists). The
+/// pool is shared by every VM and CPU: the implementation serializes `alloc` and `free`
+/// itself (in `hv`, the heap's lock).
 pub trait HvPages {
     /// A zeroed page, or `None` when the pool is empty.
-    fn alloc(&mut self) -> Option<HvPage>;
+    fn alloc(&self) -> Option<HvPage>;
     /// Copy `data` into `page` at byte `offset` (`offset + data.len() <= 4096`).
-    fn write(&mut self, page: &HvPage, offset: usize, data: &[u8]);
+    fn write(&self, page: &HvPage, offset: usize, data: &[u8]);
     /// Copy from `page` at byte `offset` into `buf`.
     fn read(&self, page: &HvPage, offset: usize, buf: &mut [u8]);
     /// Return the page to the pool.
-    fn free(&mut self, page: HvPage);
+    fn free(&self, page: HvPage);
+}
+
+/// Mutual exclusion, provided by the hypervisor: the pure crate has no locks of its own.
+///
+/// The mediator takes a lock only for short, bounded steps (a table look-up, or one
+/// prepare/complete step of one VM's state) and never while it calls `SecureMonitor::call`.
+/// Lock order: the VM table before a VM's state; nothing else is taken under either
+/// except the ports' own locks (`GuestMemory::pin`, `HvPages::alloc`). In `hv` this is a
+/// fair (ticket) spin lock, since two vCPUs of a VM can wait on the same VM's state; the
+/// tests use a `RefCell` that also proves no lock is held across an SMC.
+pub trait Lock {
+    /// A lock around a `T`.
+    type Mutex<T>;
+    /// A new, unlocked `value`.
+    fn new<T>(value: T) -> Self::Mutex<T>;
+    /// Run `f` with the lock held.
+    fn with<T, R>(mutex: &Self::Mutex<T>, f: impl FnOnce(&mut T) -> R) -> R;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -32,12 +32,12 @@ pub struct Probe {
 // Code.
 // ---------------------------------------------------------------------------------------
 
-fn hyp_call<M: SecureMonitor>(m: &mut M, fid: u32, a1: u64) -> [u64; 8] {
+fn hyp_call<M: SecureMonitor>(m: &M, fid: u32, a1: u64) -> [u64; 8] {
     m.call([u64::from(fid), a1, 0, 0, 0, 0, 0, HYPERVISOR_CLIENT_ID])
 }
 
 /// Probe the secure world. Errors mean: do not start the mediator (and give no VM a TEE).
-pub fn probe<M: SecureMonitor>(m: &mut M) -> Result<Probe, Error> {
+pub fn probe<M: SecureMonitor>(m: &M) -> Result<Probe, Error> {
     let r = hyp_call(m, abi::OPTEE_SMC_CALLS_UID, 0);
     let uid = [r[0] as u32, r[1] as u32, r[2] as u32, r[3] as u32];
     if uid != abi::OPTEE_MSG_UID {

@@ -83,7 +83,7 @@ pub(crate) fn unpin_all<G: GuestMemory>(mem: &mut G, pinned: &Pinned) {
 }
 
 /// Free hypervisor pages.
-pub(crate) fn free_pages<P: HvPages>(pages: &mut P, list: Vec<HvPage>) {
+pub(crate) fn free_pages<P: HvPages>(pages: &P, list: Vec<HvPage>) {
     for p in list {
         pages.free(p);
     }
@@ -99,7 +99,7 @@ pub(crate) fn pages_spanned(offset: u64, size: u64) -> Option<u64> {
 /// rebuild it in hypervisor pages. On error nothing stays pinned or allocated.
 pub(crate) fn pin_noncontig<G: GuestMemory, P: HvPages>(
     mem: &mut G,
-    pages: &mut P,
+    pages: &P,
     room: &Room,
     budget: &mut Budget,
     buf_ptr: u64,

@@ -30,8 +30,9 @@ pub struct SmcRecord {
 pub trait Trace {
     /// False makes every trace site dead code.
     const ENABLED: bool;
-    /// Called once per trapped SMC, after the result is known.
-    fn smc(&mut self, record: &SmcRecord);
+    /// Called once per trapped SMC, after the result is known, with no mediator lock held
+    /// (several CPUs may call it at once).
+    fn smc(&self, record: &SmcRecord);
 }
 
 /// Tracing off.
@@ -41,5 +42,5 @@ pub struct NoTrace;
 impl Trace for NoTrace {
     const ENABLED: bool = false;
     #[inline(always)]
-    fn smc(&mut self, _record: &SmcRecord) {}
+    fn smc(&self, _record: &SmcRecord) {}
 }

@@ -7,6 +7,11 @@
 //! resume registers are preserved). After every operation the target also checks that
 //! the mediator's pin accounting matches the pins held, and at the end that destroying
 //! every VM leaves no pin and no hypervisor page behind. Any panic is a finding.
+//!
+//! Traps can also be left in flight (`begin` done, the SMC not yet issued) and finished
+//! later, in any order, interleaved with other VMs' and the same VM's traps and with VM
+//! destruction, as several CPUs would; the fake OP-TEE checks that no mediator lock is held
+//! across any SMC.
 #![no_main]
 
 use std::cell::RefCell;
@@ -15,8 +20,8 @@ use std::rc::Rc;
 
 use libfuzzer_sys::fuzz_target;
 use mediator::abi::{self, MsgArg, MsgArgHeader, MsgParam};
-use mediator::fakes::{FakeHv, FakeMem, FakeOpTee, Recorder, Step, World};
-use mediator::{Limits, Mediator, VmId};
+use mediator::fakes::{FakeHv, FakeLock, FakeMem, FakeOpTee, Recorder, Step, World};
+use mediator::{Error, Limits, Mediator, SecureMonitor, Step as MedStep, Token, VmId};
 
 const RAM_PAGES: u64 = 64;
 const VMS: [VmId; 2] = [VmId(1), VmId(2)];
@@ -134,7 +139,13 @@ fuzz_target!(|data: &[u8]| {
         max_internal_resumes: 4,
         max_destroy_resumes: 6,
     };
-    let mut med = Mediator::probe(optee, FakeHv::new(&world), Recorder::default(), limits).unwrap();
+    let med = Mediator::<_, _, FakeLock, _>::probe(
+        optee,
+        FakeHv::new(&world),
+        Recorder::default(),
+        limits,
+    )
+    .unwrap();
     let mut mem: BTreeMap<VmId, FakeMem> = BTreeMap::new();
     for vm in VMS {
         med.vm_created(vm).unwrap();
@@ -143,13 +154,15 @@ fuzz_target!(|data: &[u8]| {
     let mut alive = [true; 2];
     // Handles the guest last saw, to make resumes likely to hit.
     let mut handles: Vec<u64> = Vec::new();
+    // Traps whose SMC has not been issued yet (other CPUs, mid world switch).
+    let mut in_flight: Vec<(VmId, [u64; 8], Token<FakeLock>)> = Vec::new();
 
     let mut ops = 0;
     while !b.empty() && ops < 200 {
         ops += 1;
         let vi = usize::from(b.u8() % 2);
         let vm = VMS[vi];
-        match b.u8() % 10 {
+        match b.u8() % 12 {
             // Raw guest memory write.
             0 => {
                 let ipa = FakeMem::ipa(u64::from(b.u8()) % RAM_PAGES) + u64::from(b.u16() % 4096);
@@ -282,6 +295,13 @@ fuzz_target!(|data: &[u8]| {
             }
             // Destroy / recreate the VM.
             8 => {
+                if alive[vi] && in_flight.iter().any(|(v, ..)| *v == vm) {
+                    assert_eq!(
+                        med.vm_destroyed(vm, mem.get_mut(&vm).unwrap()),
+                        Err(Error::CallsInFlight)
+                    );
+                    continue;
+                }
                 if alive[vi] {
                     med.vm_destroyed(vm, mem.get_mut(&vm).unwrap()).unwrap();
                     assert_eq!(mem[&vm].pinned(), 0, "destroy left pins");
@@ -289,6 +309,63 @@ fuzz_target!(|data: &[u8]| {
                     med.vm_created(vm).unwrap();
                 }
                 alive[vi] = !alive[vi];
+            }
+            // Begin a yielding call or a resume and leave its SMC in flight.
+            10 => {
+                let regs = match b.u8() % 2 {
+                    0 => {
+                        let (hi, lo) = abi::split_regpair(b.ipa());
+                        [
+                            u64::from(abi::OPTEE_SMC_CALL_WITH_RPC_ARG),
+                            hi,
+                            lo,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                        ]
+                    }
+                    _ => {
+                        let h = handles.last().copied().unwrap_or_default();
+                        let (a4, a5) = abi::split_regpair(u64::from(b.u8() % 8));
+                        let (a1, a2) = abi::split_regpair(b.ipa());
+                        [
+                            u64::from(abi::OPTEE_SMC_RETURN_FROM_RPC),
+                            a1,
+                            a2,
+                            h,
+                            a4,
+                            a5,
+                            0,
+                            0,
+                        ]
+                    }
+                };
+                match med.begin(vm, mem.get_mut(&vm).unwrap(), regs) {
+                    MedStep::Reply(r) => {
+                        if abi::is_rpc(r[0] as u32) {
+                            handles.push(r[3]);
+                        }
+                    }
+                    MedStep::Forward { regs, token } => in_flight.push((vm, regs, token)),
+                }
+            }
+            // One in-flight trap's SMC lands: finish it (it may forward again).
+            11 => {
+                if !in_flight.is_empty() {
+                    let i = usize::from(b.u8()) % in_flight.len();
+                    let (v, regs, token) = in_flight.swap_remove(i);
+                    let r = med.ports().0.call(regs);
+                    match med.finish(mem.get_mut(&v).unwrap(), token, r) {
+                        MedStep::Reply(r) => {
+                            if abi::is_rpc(r[0] as u32) {
+                                handles.push(r[3]);
+                            }
+                        }
+                        MedStep::Forward { regs, token } => in_flight.push((v, regs, token)),
+                    }
+                }
             }
             // Read-only page toggles.
             _ => {
@@ -303,8 +380,17 @@ fuzz_target!(|data: &[u8]| {
             if let Some(s) = med.vm_stats(vm) {
                 assert_eq!(s.pinned, mem[&vm].pinned(), "pin accounting drifted");
                 assert!(s.calls as u32 <= 3);
+                let flying = in_flight.iter().filter(|(v, ..)| *v == vm).count();
+                assert_eq!(s.in_flight as usize, flying, "in-flight count drifted");
                 assert!(s.buffers <= 6 && s.rpc_args <= 3 && s.pinned <= 900);
             }
+        }
+    }
+    // Every CPU comes back from the secure world.
+    while let Some((v, regs, token)) = in_flight.pop() {
+        let r = med.ports().0.call(regs);
+        if let MedStep::Forward { regs, token } = med.finish(mem.get_mut(&v).unwrap(), token, r) {
+            in_flight.push((v, regs, token));
         }
     }
     for (i, vm) in VMS.iter().enumerate() {

@@ -3,8 +3,14 @@
 //!
 //! Every scenario ends with `Env::check`, which re-asserts the global invariants: every
 //! SMC a guest caused carried that guest's client id in a7, and the mediator's pin count
-//! for each VM equals the pins the fake memory actually holds.
+//! for each VM equals the pins the fake memory actually holds. The fake OP-TEE also asserts,
+//! on every SMC, that no mediator lock is held.
+//!
+//! `scenarios` drives one trap at a time (`Env::smc`); `concurrency` splits traps into
+//! `begin`, the SMC and `finish` (`Env::begin`, `Env::enter`, `Env::finish`) and
+//! interleaves them across VMs and vCPUs, as several CPUs would.
 
+mod concurrency;
 mod scenarios;
 
 use std::cell::RefCell;
@@ -13,8 +19,10 @@ use std::rc::Rc;
 use std::vec::Vec;
 
 use crate::abi::{self, split_regpair, MsgArg, MsgArgHeader, MsgParam};
-use crate::fakes::{FakeHv, FakeMem, FakeOpTee, OpTeeState, Recorder, Shared, Step, World};
-use crate::{Limits, Mediator, SmcRecord, VmId};
+use crate::fakes::{
+    FakeHv, FakeLock, FakeMem, FakeOpTee, OpTeeState, Recorder, Shared, Step, World,
+};
+use crate::{Limits, Mediator, SecureMonitor, SmcRecord, Step as MedStep, Token, VmId};
 
 /// Two VMs: `VM1` (domid 1, client 2) and `VM2` (domid 2, client 3).
 pub const VM1: VmId = VmId(1);
@@ -22,11 +30,14 @@ pub const VM2: VmId = VmId(2);
 /// RAM pages per VM.
 pub const RAM_PAGES: u64 = 2048;
 
+/// The mediator over the fakes.
+pub type TestMediator = Mediator<FakeOpTee, FakeHv, FakeLock, Recorder>;
+
 pub struct Env {
     pub world: Shared,
     pub optee: Rc<RefCell<OpTeeState>>,
     pub trace: Rc<RefCell<Vec<SmcRecord>>>,
-    pub med: Mediator<FakeOpTee, FakeHv, Recorder>,
+    pub med: TestMediator,
     pub mem: BTreeMap<VmId, FakeMem>,
 }
 
@@ -40,7 +51,7 @@ impl Env {
         let (optee, st) = FakeOpTee::new(&world);
         let rec = Recorder::default();
         let trace = rec.0.clone();
-        let mut med = Mediator::probe(optee, FakeHv::new(&world), rec, limits).unwrap();
+        let med = TestMediator::probe(optee, FakeHv::new(&world), rec, limits).unwrap();
         let mut mem = BTreeMap::new();
         for vm in [VM1, VM2] {
             med.vm_created(vm).unwrap();
@@ -69,6 +80,50 @@ impl Env {
         out
     }
 
+    /// The first half of a trap of `vm` (one CPU); a forward must carry the VM's client id.
+    pub fn begin(&mut self, vm: VmId, regs: [u64; 8]) -> MedStep<FakeLock> {
+        let mem = self.mem.get_mut(&vm).unwrap();
+        let step = self.med.begin(vm, mem, regs);
+        Self::check_forward(vm, &step);
+        step
+    }
+
+    /// A forwarded SMC reaches the (fake) secure world; the mediator is not involved.
+    pub fn enter(&self, regs: [u64; 8]) -> [u64; 8] {
+        self.med.ports().0.call(regs)
+    }
+
+    /// The second half of a trap: OP-TEE's result for `token`.
+    pub fn finish(&mut self, vm: VmId, token: Token<FakeLock>, r: [u64; 8]) -> MedStep<FakeLock> {
+        let mem = self.mem.get_mut(&vm).unwrap();
+        let step = self.med.finish(mem, token, r);
+        Self::check_forward(vm, &step);
+        step
+    }
+
+    /// Run a forwarded trap to its reply.
+    pub fn land(&mut self, vm: VmId, mut step: MedStep<FakeLock>) -> [u64; 8] {
+        loop {
+            match step {
+                MedStep::Reply(out) => return out,
+                MedStep::Forward { regs, token } => {
+                    let r = self.enter(regs);
+                    step = self.finish(vm, token, r);
+                }
+            }
+        }
+    }
+
+    fn check_forward(vm: VmId, step: &MedStep<FakeLock>) {
+        if let MedStep::Forward { regs, .. } = step {
+            assert_eq!(
+                regs[7],
+                vm.client_id(),
+                "forward without the VM's client id"
+            );
+        }
+    }
+
     pub fn fast(&mut self, vm: VmId, fid: u32) -> [u64; 8] {
         // Garbage in a7: the guest's a7 must never reach OP-TEE.
         self.smc(vm, [u64::from(fid), 0, 0, 0, 0, 0, 0, 0xdead])
@@ -76,39 +131,12 @@ impl Env {
 
     /// CALL_WITH_ARG with the argument at `ipa`.
     pub fn call(&mut self, vm: VmId, ipa: u64) -> [u64; 8] {
-        let (hi, lo) = split_regpair(ipa);
-        self.smc(
-            vm,
-            [
-                u64::from(abi::OPTEE_SMC_CALL_WITH_ARG),
-                hi,
-                lo,
-                0,
-                0,
-                0,
-                0,
-                0xdead,
-            ],
-        )
+        self.smc(vm, call_regs(ipa))
     }
 
     /// RETURN_FROM_RPC for handle `h` with a1/a2 and a4/a5.
     pub fn resume(&mut self, vm: VmId, h: u64, a12: u64, a45: u64) -> [u64; 8] {
-        let (a1, a2) = split_regpair(a12);
-        let (a4, a5) = split_regpair(a45);
-        self.smc(
-            vm,
-            [
-                u64::from(abi::OPTEE_SMC_RETURN_FROM_RPC),
-                a1,
-                a2,
-                h,
-                a4,
-                a5,
-                0,
-                0xdead,
-            ],
-        )
+        self.smc(vm, resume_regs(h, a12, a45))
     }
 
     pub fn plan(&self, steps: Vec<Step>) {
@@ -142,7 +170,38 @@ impl Env {
     }
 }
 
-// Message builders.
+// Register and message builders.
+
+/// CALL_WITH_ARG with the argument at `ipa` (garbage in a7: it must never reach OP-TEE).
+pub fn call_regs(ipa: u64) -> [u64; 8] {
+    let (hi, lo) = split_regpair(ipa);
+    [
+        u64::from(abi::OPTEE_SMC_CALL_WITH_ARG),
+        hi,
+        lo,
+        0,
+        0,
+        0,
+        0,
+        0xdead,
+    ]
+}
+
+/// RETURN_FROM_RPC for handle `h` with a1/a2 and a4/a5.
+pub fn resume_regs(h: u64, a12: u64, a45: u64) -> [u64; 8] {
+    let (a1, a2) = split_regpair(a12);
+    let (a4, a5) = split_regpair(a45);
+    [
+        u64::from(abi::OPTEE_SMC_RETURN_FROM_RPC),
+        a1,
+        a2,
+        h,
+        a4,
+        a5,
+        0,
+        0xdead,
+    ]
+}
 
 pub fn val(attr: u64, a: u64, b: u64, c: u64) -> MsgParam {
     MsgParam {

@@ -22,9 +22,9 @@ fn rpc(func: u32) -> u64 {
 
 fn probe_with(f: impl FnOnce(&mut crate::fakes::OpTeeState)) -> Result<crate::Probe, Error> {
     let world = std::rc::Rc::new(std::cell::RefCell::new(World::default()));
-    let (mut optee, st) = FakeOpTee::new(&world);
+    let (optee, st) = FakeOpTee::new(&world);
     f(&mut st.borrow_mut());
-    crate::probe(&mut optee)
+    crate::probe(&optee)
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn vm_created_uses_domid_plus_one_and_hypervisor_a7() {
 
 #[test]
 fn vm_created_refused_or_duplicate_fails_creation() {
-    let mut env = Env::new();
+    let env = Env::new();
     assert_eq!(env.med.vm_created(VM1), Err(Error::VmExists));
     env.optee.borrow_mut().refuse_vm_created = true;
     assert_eq!(
@@ -1294,7 +1294,7 @@ fn hypervisor_page_exhaustion_is_enomem_not_a_panic() {
     let (optee, _st) = FakeOpTee::new(&world);
     let mut hv = FakeHv::new(&world);
     hv.cap = 0;
-    let mut med = Mediator::probe(optee, hv, Recorder::default(), Limits::default()).unwrap();
+    let med = TestMediator::probe(optee, hv, Recorder::default(), Limits::default()).unwrap();
     med.vm_created(VM1).unwrap();
     let mut mem = FakeMem::new(&world, VM1.client_id(), 16);
     mem.put_arg(ARG_IPA, &msg(OPTEE_MSG_CMD_INVOKE_COMMAND, vec![]));
@@ -1527,11 +1527,11 @@ fn call_with_regd_arg_bad_cookie_or_offset() {
 #[test]
 fn rpc_arg_is_masked_when_it_cannot_be_shadowed() {
     let world = std::rc::Rc::new(std::cell::RefCell::new(World::default()));
-    let (mut optee, st) = FakeOpTee::new(&world);
+    let (optee, st) = FakeOpTee::new(&world);
     st.borrow_mut().caps &= !OPTEE_SMC_SEC_CAP_RPC_ARG;
-    let p = crate::probe(&mut optee).unwrap();
+    let p = crate::probe(&optee).unwrap();
     assert_eq!(p.rpc_param_count, 0);
-    let mut med = Mediator::new(
+    let med = TestMediator::new(
         optee,
         FakeHv::new(&world),
         Recorder::default(),
@@ -1571,7 +1571,7 @@ fn rpc_arg_is_masked_when_it_cannot_be_shadowed() {
         ..p
     };
     let (optee, _) = FakeOpTee::new(&world);
-    let med = Mediator::new(
+    let med = TestMediator::new(
         optee,
         FakeHv::new(&world),
         Recorder::default(),
