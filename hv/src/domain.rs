@@ -110,6 +110,168 @@ pub struct Domain {
     pub host_gicr: (u64, u64),
     /// Guest pages OP-TEE holds (pinned by the mediator): they must stay mapped.
     pub pins: crate::tee::Pins,
+    /// The domain may call OP-TEE (it was announced with VM_CREATED).
+    pub tee: bool,
+    /// A vCPU asked for SYSTEM_OFF/RESET: every other vCPU stops on its next exit (read on
+    /// every return to the guest, so an atomic rather than the VM's lock).
+    pub dying: core::sync::atomic::AtomicBool,
+    /// Torn down (once, by whichever vCPU stopped last).
+    pub destroyed: core::sync::atomic::AtomicBool,
+    /// The physical frames behind its RAM when they are not its IPAs (a domU's, scrubbed
+    /// before it is mapped and after it dies); dom0's RAM is 1:1 and listed in `ram`.
+    pub frames: Option<Range<PhysAddr>>,
+}
+
+impl Domain {
+    /// Copy `bytes` into this domain's RAM at `ipa`, through its stage-2 (a page at a time:
+    /// a domU's IPAs are not its physical addresses), and clean them to memory, since the
+    /// guest starts with its MMU and caches off.
+    pub fn load(&self, ipa: Ipa, bytes: &[u8]) -> Result<(), BuildError> {
+        const PAGE: u64 = 4096;
+        let mut done = 0usize;
+        while done < bytes.len() {
+            let at = ipa.raw() + done as u64;
+            let (pa, _) = self
+                .stage2
+                .translate(Ipa(at))
+                .filter(|(_, a)| *a == Attrs::RAM)
+                .ok_or_else(|| {
+                    BuildError::Config(alloc::format!(
+                        "d{}: {:?} is not in its RAM (loading {} bytes at {ipa:?})",
+                        self.id.0,
+                        Ipa(at),
+                        bytes.len()
+                    ))
+                })?;
+            let n = ((PAGE - at % PAGE) as usize).min(bytes.len() - done);
+            // SAFETY: `pa` is a RAM frame of this domain (its stage-2 says so), which EL2
+            // maps identity and cacheable; no guest runs on it yet; `n` bytes stay inside
+            // the page.
+            unsafe {
+                core::ptr::copy_nonoverlapping(bytes.as_ptr().add(done), pa.raw() as *mut u8, n)
+            };
+            crate::arch::clean_dcache_range(pa.raw(), n as u64);
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// Zero `r` (a domU's frames) and clean it to memory: before it is mapped, so that a domain
+/// never sees what the previous owner left, and after the domain dies.
+pub fn scrub(r: &Range<PhysAddr>) {
+    // SAFETY: callers pass a domU's frame range, carved out of RAM for domUs alone at boot
+    // (never dom0's, never moat's), identity-mapped at EL2; no guest runs on it while it is
+    // scrubbed (before mapping, or after the domain's last vCPU stopped).
+    unsafe { core::ptr::write_bytes(r.start.raw() as *mut u8, 0, r.len() as usize) };
+    crate::arch::clean_dcache_range(r.start.raw(), r.len());
+}
+
+/// Build a domU from its plan (hv-core's `domu::plan`): scrub its frames, map each RAM bank
+/// (IPA) onto its frames in `banks`, load its kernel, ramdisk and `dtb`, and give it a vGIC
+/// and a vPL011 at Xen's guest addresses. Its IPAs are never its physical addresses.
+pub fn build_domu(
+    p: &Platform<'_>,
+    plan: &hv_core::domu::DomUPlan,
+    banks: &[(Range<Ipa>, Range<PhysAddr>)],
+    dtb: &[u8],
+) -> Result<Domain, BuildError> {
+    let config = Stage2Config::from_pa_range(p.pa_range)?;
+    let mut s2 = Stage2::new(HvFrames::new(), config)?;
+    for (ipa, frames) in banks {
+        if frames.len() != ipa.end.raw() - ipa.start.raw() {
+            return Err(BuildError::Config(alloc::format!(
+                "d{}: {} bytes of frames for a {} byte bank",
+                plan.id.0,
+                frames.len(),
+                ipa.end.raw() - ipa.start.raw()
+            )));
+        }
+        scrub(frames);
+        s2.map(*ipa, frames.start, Attrs::RAM)?;
+    }
+    let vmid = plan.id.0 + 1;
+    let vtcr = stage2::vtcr_el2(&config, p.vmid16).get();
+    let vttbr = stage2::vttbr_el2(s2.root(), vmid).get();
+    let vcpus = plan.pcpus.len();
+    let mut vgic = Vgic::new(vcpus, plan.spis)?;
+    // The timers are the only physical interrupts a domU gets: each vCPU's own, on its pCPU.
+    for v in 0..vcpus {
+        for ppi in GUEST_PPIS {
+            vgic.link_hw(v, ppi, ppi)?;
+        }
+    }
+    let (uart, uart_intid) = match &plan.vpl011 {
+        Some(u) => (u.regs, u.intid),
+        // No vPL011: an empty window that no access matches, and no interrupt.
+        None => (
+            Range {
+                start: Ipa(0),
+                end: Ipa(0),
+            },
+            0,
+        ),
+    };
+    let host_gicr = p
+        .cfg
+        .gic
+        .redists
+        .first()
+        .copied()
+        .ok_or_else(|| BuildError::Config("the GIC has no redistributor region".into()))?;
+    let mut vm = Vm::new(plan.id, &plan.pcpus, &plan.ram)?;
+    vm.start(plan.entry, plan.dtb.start.raw())?;
+    let dom = Domain {
+        id: plan.id,
+        vmid,
+        limits: Limiters::default(),
+        vm: Mutex::new(vm),
+        stage2: s2,
+        vtcr,
+        vttbr,
+        ram: banks.iter().map(|(_, f)| *f).collect(),
+        devices: Vec::new(),
+        dtb: plan.dtb.start,
+        entry: plan.entry,
+        vgic: Mutex::new(vgic),
+        vuart: Mutex::new(Vpl011::new()),
+        gicd: plan.gicd,
+        gicr: plan.gicr,
+        uart,
+        uart_intid,
+        host_gicr: (host_gicr.start.raw(), host_gicr.len()),
+        pins: Mutex::new(alloc::collections::BTreeMap::new()),
+        tee: plan.tee,
+        dying: core::sync::atomic::AtomicBool::new(false),
+        destroyed: core::sync::atomic::AtomicBool::new(false),
+        frames: match (banks.first(), banks.last()) {
+            (Some(a), Some(b)) => Some(Range {
+                start: a.1.start,
+                end: b.1.end,
+            }),
+            _ => None,
+        },
+    };
+    let mut loads = alloc::vec![&plan.kernel];
+    loads.extend(plan.ramdisk.iter());
+    for l in loads {
+        // SAFETY: boot modules lie in RAM (bootcfg checked they do not overlap each other
+        // or moat, and the domU pool was checked against them) that EL2 maps identity;
+        // nothing runs on them yet.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(l.from.start.raw() as *const u8, l.from.len() as usize)
+        };
+        dom.load(l.to.start, bytes)?;
+    }
+    if dtb.len() as u64 > plan.dtb.end.raw() - plan.dtb.start.raw() {
+        return Err(BuildError::Config(alloc::format!(
+            "d{}: its DT ({} bytes) does not fit its window",
+            plan.id.0,
+            dtb.len()
+        )));
+    }
+    dom.load(plan.dtb.start, dtb)?;
+    Ok(dom)
 }
 
 /// What moat needs to know about itself and the platform to build dom0.
@@ -126,6 +288,10 @@ pub struct Platform<'a> {
     pub vmid16: bool,
     /// Interrupt lines the physical distributor implements (GICD_TYPER).
     pub gic_lines: u32,
+    /// RAM set aside for domUs' frames: never dom0's.
+    pub domu_frames: Option<Range<PhysAddr>>,
+    /// dom0 calls OP-TEE (the mediator is up and dom0 did not opt out).
+    pub dom0_tee: bool,
 }
 
 /// Private interrupts whose physical line is handed to each vCPU (HW-linked): the EL1
@@ -140,8 +306,14 @@ fn ipa_range(r: &Range<PhysAddr>) -> Range<Ipa> {
 }
 
 /// Choose dom0's RAM: the host's banks minus moat's own region, cut to `dom0_mem`.
-pub fn dom0_ram(cfg: &BootConfig, hv: Range<PhysAddr>) -> Result<Vec<Range<PhysAddr>>, BuildError> {
-    let free = hv_core::devmap::subtract_and_merge(&cfg.memory, &[hv]);
+pub fn dom0_ram(
+    cfg: &BootConfig,
+    hv: Range<PhysAddr>,
+    domu_frames: Option<Range<PhysAddr>>,
+) -> Result<Vec<Range<PhysAddr>>, BuildError> {
+    let mut taken = alloc::vec![hv];
+    taken.extend(domu_frames);
+    let free = hv_core::devmap::subtract_and_merge(&cfg.memory, &taken);
     let want = cfg.hv_args.dom0_mem.and_then(|m| m.amount.or(m.max));
     let Some(mut left) = want else {
         return Ok(free);
@@ -168,13 +340,14 @@ pub fn dom0_ram(cfg: &BootConfig, hv: Range<PhysAddr>) -> Result<Vec<Range<PhysA
     Ok(out)
 }
 
-/// Check a Linux arm64 Image header at `kernel` and return its entry point.
-fn linux_entry(kernel: &Range<PhysAddr>) -> Result<Ipa, BuildError> {
+/// Check the Linux arm64 Image header of the boot module at `kernel`; its `text_offset`.
+pub fn image_text_offset(kernel: &Range<PhysAddr>) -> Result<u64, BuildError> {
     const MAGIC: u32 = 0x644d_5241; // "ARM\x64"
     if kernel.len() < 64 {
-        return Err(BuildError::Config(
-            "the dom0 kernel module is smaller than an Image header".into(),
-        ));
+        return Err(BuildError::Config(alloc::format!(
+            "the kernel module at {} is smaller than an Image header",
+            kernel.start
+        )));
     }
     // SAFETY: the module lies in RAM (checked by the caller against dom0's RAM), which
     // EL2 maps identity and cacheable; nothing else writes it during boot.
@@ -187,10 +360,16 @@ fn linux_entry(kernel: &Range<PhysAddr>) -> Result<Ipa, BuildError> {
     };
     if magic != MAGIC {
         return Err(BuildError::Config(alloc::format!(
-            "the dom0 kernel at {} is not an arm64 Image (magic {magic:#x})",
+            "the kernel module at {} is not an arm64 Image (magic {magic:#x})",
             kernel.start
         )));
     }
+    Ok(text_offset)
+}
+
+/// Check dom0's Image header and return its entry point: dom0 runs its Image in place.
+fn linux_entry(kernel: &Range<PhysAddr>) -> Result<Ipa, BuildError> {
+    let text_offset = image_text_offset(kernel)?;
     // The Image must sit at a 2 MiB-aligned base plus text_offset; moat runs it in place.
     if (kernel.start.raw().wrapping_sub(text_offset)) % (2 << 20) != 0 {
         return Err(BuildError::Config(alloc::format!(
@@ -207,7 +386,7 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
     let kernel = cfg.dom0.kernel.as_ref().ok_or_else(|| {
         BuildError::Config("no dom0 kernel: /chosen has no multiboot,kernel module".into())
     })?;
-    let banks = dom0_ram(cfg, p.hv)?;
+    let banks = dom0_ram(cfg, p.hv, p.domu_frames)?;
     let inside = |r: &Range<PhysAddr>| banks.iter().any(|b| b.contains_span(r.start, r.len()));
     let ram_text = || {
         let v: Vec<String> = banks
@@ -366,5 +545,9 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
         uart_intid,
         host_gicr: (host_gicr.start.raw(), host_gicr.len()),
         pins: Mutex::new(alloc::collections::BTreeMap::new()),
+        tee: p.dom0_tee,
+        dying: core::sync::atomic::AtomicBool::new(false),
+        destroyed: core::sync::atomic::AtomicBool::new(false),
+        frames: None,
     })
 }

@@ -193,6 +193,147 @@ fn query_firmware() -> FirmwareFeatures {
     }
 }
 
+/// Guests Debian's NS-virtualized OP-TEE serves (`CFG_VIRT_GUEST_COUNT`).
+const OPTEE_GUEST_SLOTS: usize = hv_core::domu::OPTEE_VIRT_GUESTS;
+
+/// Plan every dom0less domU (hv-core decides; this only reads each kernel's header).
+fn plan_domus(
+    cfg: &BootConfig,
+    partition: &mut hv_core::vm::CpuPartition,
+    pa_range: u8,
+) -> Result<Vec<hv_core::domu::DomUPlan>, alloc::string::String> {
+    let config = hv_core::stage2::Stage2Config::from_pa_range(pa_range)
+        .map_err(|e| alloc::format!("stage-2: {e}"))?;
+    let limits = hv_core::domu::PlanLimits {
+        tee_slots: OPTEE_GUEST_SLOTS,
+        ipa_bits: config.ipa_bits(),
+    };
+    hv_core::domu::plan(cfg, partition, &limits, |d| {
+        let mut h = [0u8; hv_core::domu::IMAGE_HEADER_SIZE];
+        let n = (d.kernel.range.len() as usize).min(h.len());
+        // SAFETY: the kernel module lies in RAM (bootcfg checked it against the others),
+        // which EL2 maps identity; at most its first 64 bytes are read.
+        let head =
+            unsafe { core::slice::from_raw_parts(d.kernel.range.start.raw() as *const u8, n) };
+        h[..n].copy_from_slice(head);
+        h
+    })
+    .map_err(|e| alloc::format!("{e}"))
+}
+
+/// The RAM the domUs' frames come from: the top of the last RAM bank, one contiguous run
+/// for all of them, taken away from dom0 (whose RAM is the rest, 1:1). It must not hold
+/// moat, a boot module (they are copied out of dom0's RAM before dom0 runs, so modules
+/// may lie anywhere else) or a reserved region.
+fn domu_frames(
+    cfg: &BootConfig,
+    plans: &[hv_core::domu::DomUPlan],
+) -> Result<Option<Range<PhysAddr>>, alloc::string::String> {
+    let total: u64 = plans
+        .iter()
+        .flat_map(|p| p.ram.iter())
+        .map(|r| r.end.raw() - r.start.raw())
+        .sum();
+    if total == 0 {
+        return Ok(None);
+    }
+    let last = cfg
+        .memory
+        .iter()
+        .max_by_key(|r| r.end)
+        .ok_or("no RAM in the DT")?;
+    let start = last
+        .end
+        .raw()
+        .checked_sub(total)
+        .filter(|&s| s >= last.start.raw());
+    let Some(start) = start else {
+        return Err(alloc::format!(
+            "the domUs ask for {} MiB, more than the last RAM bank [{}, {}) holds",
+            total >> 20,
+            last.start,
+            last.end
+        ));
+    };
+    let frames = Range {
+        start: PhysAddr(start),
+        end: last.end,
+    };
+    let hv = hv_region();
+    let mut taken: Vec<(alloc::string::String, Range<PhysAddr>)> = alloc::vec![("moat".into(), hv)];
+    for m in cfg.dom0.kernel.iter().chain(cfg.dom0.ramdisk.iter()) {
+        taken.push((m.node.clone(), m.range));
+    }
+    for d in &cfg.domus {
+        taken.push((d.kernel.node.clone(), d.kernel.range));
+        if let Some(r) = &d.ramdisk {
+            taken.push((r.node.clone(), r.range));
+        }
+    }
+    for r in &cfg.reserved {
+        taken.push(("a reserved-memory region".into(), r.range));
+    }
+    if let Some((what, _)) = taken.iter().find(|(_, r)| r.overlaps(&frames)) {
+        return Err(alloc::format!(
+            "the domUs' {} MiB at the top of RAM [{}, {}) would overlap {what}",
+            total >> 20,
+            frames.start,
+            frames.end
+        ));
+    }
+    Ok(Some(frames))
+}
+
+/// Build domU `plan` from the next frames of the domU pool.
+fn build_domu(
+    platform: &domain::Platform<'_>,
+    plan: &hv_core::domu::DomUPlan,
+    next_frame: &mut u64,
+) -> Result<Domain, domain::BuildError> {
+    let dtb = hv_core::domudt::build(plan)
+        .map_err(|e| domain::BuildError::Config(alloc::format!("its device tree: {e:?}")))?;
+    let mut banks = Vec::new();
+    for r in &plan.ram {
+        let len = r.end.raw() - r.start.raw();
+        let frames = Range {
+            start: PhysAddr(*next_frame),
+            end: PhysAddr(*next_frame + len),
+        };
+        *next_frame += len;
+        banks.push((*r, frames));
+    }
+    domain::build_domu(platform, plan, &banks, &dtb)
+}
+
+fn domu_banner(dom: &Domain, plan: &hv_core::domu::DomUPlan) {
+    let pcpus: Vec<usize> = dom.vm.lock().vcpus().iter().map(|v| v.pcpu).collect();
+    log::info!(
+        "  d{} ({}): {} vCPU{} pinned to pCPUs {:?}{}",
+        dom.id.0,
+        plan.name,
+        pcpus.len(),
+        if pcpus.len() == 1 { "" } else { "s" },
+        pcpus,
+        if dom.tee { ", OP-TEE" } else { "" }
+    );
+    for (ipa, pa) in plan.ram.iter().zip(dom.ram.iter()) {
+        log::info!(
+            "    RAM      [{:?}, {:?}) {} MiB at [{}, {}), scrubbed",
+            ipa.start,
+            ipa.end,
+            (ipa.end.raw() - ipa.start.raw()) >> 20,
+            pa.start,
+            pa.end
+        );
+    }
+    log::info!(
+        "    devices  emulated: vGICv3 at {:?}, vPL011 at {:?}",
+        dom.gicd.start,
+        dom.uart.start
+    );
+    log::info!("    kernel   entry {:?}, DT at {:?}", dom.entry, dom.dtb);
+}
+
 /// A fatal error: say what it is, then stop the machine.
 fn fatal(args: core::fmt::Arguments<'_>) -> ! {
     log::error!("{args}");
@@ -322,8 +463,9 @@ fn banner(cfg: &BootConfig, dom0: &Domain, mpidrs: &[u64]) {
     let pcpus: Vec<usize> = vm.vcpus().iter().map(|v| v.pcpu).collect();
     log::info!("domains:");
     log::info!(
-        "  d0 (dom0): {} vCPUs pinned to pCPUs {:?}",
+        "  d0 (dom0): {} vCPU{} pinned to pCPUs {:?}",
         pcpus.len(),
+        if pcpus.len() == 1 { "" } else { "s" },
         pcpus
     );
     for r in &dom0.ram {
@@ -425,11 +567,14 @@ pub fn start(dtb: u64, stack_top: u64) -> ! {
             mpidrs.len()
         ));
     }
+    // Without dom0_max_vcpus, dom0 gets every pCPU the domUs leave (each vCPU is pinned to
+    // a pCPU of its own), and at least one.
+    let domu_vcpus: usize = cfg.domus.iter().map(|d| d.vcpus as usize).sum();
     let want = cfg
         .hv_args
         .dom0_max_vcpus
         .map(|n| n as usize)
-        .unwrap_or(mpidrs.len());
+        .unwrap_or(mpidrs.len().saturating_sub(domu_vcpus).max(1));
     let mut partition = hv_core::vm::CpuPartition::new(mpidrs.len());
     let pcpus = match partition.assign(hv_core::vm::DomainId(0), want) {
         Ok(p) => p,
@@ -446,6 +591,23 @@ pub fn start(dtb: u64, stack_top: u64) -> ! {
         core::arch::asm!("mrs {}, id_aa64mmfr0_el1", out(reg) mmfr0, options(nomem, nostack));
         core::arch::asm!("mrs {}, id_aa64mmfr1_el1", out(reg) mmfr1, options(nomem, nostack));
     }
+    // The OP-TEE mediator first: which domains get the TEE decides what is built. Without
+    // an NS-virtualization OP-TEE there is no mediator and trusted-OS calls are refused.
+    let probe = cfg
+        .optee
+        .is_some()
+        .then(|| tee::init(cfg.hv_args.trace_smc));
+    // dom0 has the TEE unless it opted out (counted as the plan counts it); its calls are
+    // refused later if the mediator did not come up.
+    let dom0_tee = hv_core::domu::dom0_has_tee(&cfg);
+    let domus = match plan_domus(&cfg, &mut partition, (mmfr0 & 0xf) as u8) {
+        Ok(d) => d,
+        Err(e) => fatal(format_args!("{e}")),
+    };
+    let domu_frames = match domu_frames(&cfg, &domus) {
+        Ok(f) => f,
+        Err(e) => fatal(format_args!("{e}")),
+    };
     let platform = domain::Platform {
         host_dtb: &host_dtb,
         cfg: &cfg,
@@ -454,42 +616,62 @@ pub fn start(dtb: u64, stack_top: u64) -> ! {
         pa_range: (mmfr0 & 0xf) as u8,
         vmid16: (mmfr1 >> 4) & 0xf == 2,
         gic_lines: gicd.lines(),
+        domu_frames,
+        dom0_tee,
     };
     let dom0 = match domain::build_dom0(&platform) {
         Ok(d) => d,
         Err(e) => fatal(format_args!("cannot build dom0: {e}")),
     };
     banner(&cfg, &dom0, &mpidrs);
-    // The OP-TEE mediator: probe OP-TEE, then announce dom0 before it runs. Without an
-    // NS-virtualization OP-TEE there is no mediator and trusted-OS calls are refused; a
-    // refused VM_CREATED fails dom0's creation.
-    if cfg.optee.is_some() {
-        match tee::init(cfg.hv_args.trace_smc) {
-            Ok(probe) => {
-                log::info!(
-                    "OP-TEE {}.{}: NS-virtualization, {} threads; mediator on{}",
-                    probe.os_revision.0,
-                    probe.os_revision.1,
-                    probe.thread_count,
-                    if cfg.hv_args.trace_smc {
-                        ", tracing every call"
-                    } else {
-                        ""
-                    }
-                );
-                if let Err(e) = tee::vm_created(dom0.id.0) {
-                    fatal(format_args!("OP-TEE refused dom0 (VM_CREATED): {e:?}"));
-                }
-                log::info!("d0: announced to OP-TEE as client {}", dom0.id.0 + 1);
+    match &probe {
+        Some(Ok(probe)) => log::info!(
+            "OP-TEE {}.{}: NS-virtualization, {} threads; mediator on{}",
+            probe.os_revision.0,
+            probe.os_revision.1,
+            probe.thread_count,
+            if cfg.hv_args.trace_smc {
+                ", tracing every call"
+            } else {
+                ""
             }
-            Err(e) => log::warn!("OP-TEE mediator off ({e:?}): trusted-OS calls will be refused"),
+        ),
+        Some(Err(e)) => {
+            log::warn!("OP-TEE mediator off ({e:?}): trusted-OS calls will be refused")
+        }
+        None => {}
+    }
+    let mut all = alloc::vec![dom0];
+    let mut next_frame = domu_frames.map_or(0, |f| f.start.raw());
+    for d in &domus {
+        match build_domu(&platform, d, &mut next_frame) {
+            Ok(dom) => {
+                domu_banner(&dom, d);
+                all.push(dom);
+            }
+            Err(e) => fatal(format_args!("cannot build d{}: {e}", d.id.0)),
         }
     }
+    // Announce every TEE domain before any runs; a refusal fails the domain's creation.
+    for dom in all.iter().filter(|d| d.tee && tee::available()) {
+        if let Err(e) = tee::vm_created(dom.id.0) {
+            fatal(format_args!(
+                "OP-TEE refused d{} (VM_CREATED): {e:?}; Debian's virtualized OP-TEE serves \
+                 {OPTEE_GUEST_SLOTS} guests",
+                dom.id.0
+            ));
+        }
+        log::info!(
+            "d{}: announced to OP-TEE as client {}",
+            dom.id.0,
+            dom.id.0 + 1
+        );
+    }
     let firmware = query_firmware();
-    let console_intid = dom0.uart_intid;
+    let console_intid = all[0].uart_intid;
     SYSTEM.call_once(|| System {
         firmware,
-        domains: alloc::vec![dom0],
+        domains: all,
         mpidrs,
         console_intid,
     });
@@ -497,6 +679,14 @@ pub fn start(dtb: u64, stack_top: u64) -> ! {
     // moat's console input: the UART's SPI stays moat's (never HW-linked to a guest).
     gicd.set_enabled(console_intid, true);
     console::with_uart(|u| u.enable_rx_irq());
+    // Each domU's boot vCPU starts on its own pCPU, through the firmware, as dom0's
+    // secondaries do on CPU_ON.
+    for dom in &domains()[1..] {
+        let (entry, x0) = (dom.entry, dom.dtb.raw());
+        if start_vcpu(dom, 0, entry, x0) != 0 {
+            log::error!("d{}: its boot vCPU's pCPU did not start", dom.id.0);
+        }
+    }
     run_vcpu(0, stack_top)
 }
 
@@ -636,6 +826,68 @@ pub(crate) fn stop_this_cpu(_dom: &Domain, cpu: usize) -> ! {
     }
     arch::smc([u64::from(psci_ids::CPU_OFF), 0, 0, 0, 0, 0, 0, 0]);
     fatal(format_args!("firmware CPU_OFF returned on pCPU {cpu}"))
+}
+
+/// A domU's vCPU `vcpu` asked for SYSTEM_OFF or SYSTEM_RESET (the VM is ShuttingDown and
+/// the caller Stopped): make its other running vCPUs stop at their next exit, and stop this
+/// one. The last vCPU to stop tears the domain down.
+pub(crate) fn domain_stopping(dom: &'static Domain, vcpu: usize, cpu: usize) -> ! {
+    log::info!("d{}: powered off by vCPU {vcpu}", dom.id.0);
+    dom.dying.store(true, Ordering::Release);
+    let others: Vec<usize> = dom
+        .vm
+        .lock()
+        .vcpus()
+        .iter()
+        .filter(|v| v.state == hv_core::vm::VcpuState::Running)
+        .map(|v| v.pcpu)
+        .collect();
+    for p in others {
+        gic::send_sgi(gic::KICK_SGI, mpidr_of(p));
+    }
+    if dom.vm.lock().state() == hv_core::vm::VmState::Destroyed {
+        destroy(dom);
+    }
+    stop_this_cpu(dom, cpu)
+}
+
+/// On the way back to a guest: if its domain is going away, stop this vCPU instead.
+pub(crate) fn stop_if_dying(dom: &'static Domain, vcpu: usize) {
+    if !dom.dying.load(Ordering::Acquire) {
+        return;
+    }
+    let last = {
+        let mut vm = dom.vm.lock();
+        let _ = vm.vcpu_stopped(vcpu);
+        vm.state() == hv_core::vm::VmState::Destroyed
+    };
+    if last {
+        destroy(dom);
+    }
+    stop_this_cpu(dom, cpu_index())
+}
+
+/// A domU's last vCPU stopped: tell OP-TEE (VM_DESTROYED, after the mediator released the
+/// domain's calls, buffers and pins), and scrub its memory.
+fn destroy(dom: &Domain) {
+    if dom.destroyed.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    if dom.tee {
+        match tee::vm_destroyed(dom) {
+            Ok(()) => log::info!("d{}: OP-TEE told (VM_DESTROYED)", dom.id.0),
+            Err(e) => log::warn!("d{}: OP-TEE's VM_DESTROYED failed: {e:?}", dom.id.0),
+        }
+    }
+    if let Some(f) = &dom.frames {
+        domain::scrub(f);
+    }
+    log::info!(
+        "d{}: destroyed; {} MiB scrubbed, {} pages still pinned",
+        dom.id.0,
+        dom.frames.map_or(0, |f| f.len() >> 20),
+        dom.pins.lock().len()
+    );
 }
 
 /// SYSTEM_OFF or SYSTEM_RESET through the firmware: dom0 owns the machine, so its request

@@ -50,7 +50,17 @@ fn smccc_call(dom: &'static Domain, vcpu: usize, frame: &mut TrapFrame, conduit:
             frame.x[0] = arch::smc(regs)[0];
         }
         Route::TrustedOs => {
-            if !crate::tee::call(dom, frame) {
+            if !dom.tee && crate::tee::available() {
+                // The domain was not given the TEE (a domU without `xen,tee`, or dom0 with
+                // dom0_tee=no): OP-TEE never hears of it.
+                guest_warn!(
+                    dom,
+                    trusted_os,
+                    "trusted-OS call {:#x} refused (this domain has no TEE)",
+                    call.function_id
+                );
+                frame.x[0] = NOT_SUPPORTED;
+            } else if !crate::tee::call(dom, frame) {
                 // No mediator (OP-TEE without NS-virtualization, or absent): a guest never
                 // reaches the secure world directly.
                 guest_warn!(
@@ -108,8 +118,11 @@ fn psci_call(dom: &'static Domain, vcpu: usize, frame: &mut TrapFrame, call: &Ca
             frame.x[0] = crate::start_vcpu(dom, index, entry, context_id);
         }
         Action::StopThisVcpu => crate::stop_this_cpu(dom, cpu),
-        Action::SystemOff => crate::firmware_system(dom, psci::SYSTEM_OFF),
-        Action::SystemReset => crate::firmware_system(dom, psci::SYSTEM_RESET),
+        // dom0 owns the machine: its SYSTEM_OFF/RESET is the machine's, as in Xen. A
+        // domU's ends the domU alone.
+        Action::SystemOff if dom.id.0 == 0 => crate::firmware_system(dom, psci::SYSTEM_OFF),
+        Action::SystemReset if dom.id.0 == 0 => crate::firmware_system(dom, psci::SYSTEM_RESET),
+        Action::SystemOff | Action::SystemReset => crate::domain_stopping(dom, vcpu, cpu),
     }
 }
 
@@ -269,6 +282,7 @@ extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
             inject_undef(frame);
         }
     }
+    crate::stop_if_dying(dom, vcpu);
     vdev::flush_lrs(dom, vcpu);
 }
 
@@ -277,6 +291,7 @@ extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
 extern "C" fn moat_lower_irq(_frame: &mut TrapFrame) {
     let (dom, vcpu) = crate::current();
     vdev::irq(dom, vcpu);
+    crate::stop_if_dying(dom, vcpu);
     vdev::flush_lrs(dom, vcpu);
 }
 

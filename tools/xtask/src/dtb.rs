@@ -49,6 +49,24 @@ pub struct Module {
     pub size: u64,
 }
 
+/// A dom0less domain (Xen's `docs/misc/arm/device-tree/booting.txt`): a `/chosen/domU<n>`
+/// node with `compatible = "xen,domain"` and its boot modules as children.
+#[derive(Clone, Debug)]
+pub struct DomU {
+    /// `domU<n>`.
+    pub name: String,
+    /// RAM in KiB (the binding's unit).
+    pub memory_kib: u64,
+    pub cpus: u32,
+    /// An emulated PL011 for its console (`vpl011`).
+    pub vpl011: bool,
+    /// `xen,tee = "optee"` (the dom0less TEE RFC's property; stock Xen 4.17 lacks it).
+    pub tee: bool,
+    /// Its kernel command line (`bootargs` of the domain node).
+    pub bootargs: String,
+    pub modules: Vec<Module>,
+}
+
 /// What goes into `/chosen` for one run.
 #[derive(Clone, Debug, Default)]
 pub struct Chosen {
@@ -63,6 +81,8 @@ pub struct Chosen {
     pub dom0_bootargs: Option<String>,
     /// dom0's kernel and ramdisk.
     pub modules: Vec<Module>,
+    /// dom0less domUs.
+    pub domus: Vec<DomU>,
 }
 
 fn cells(val: u64) -> [String; 2] {
@@ -122,6 +142,49 @@ pub fn fdtput_args(dtb: &Path, chosen: &Chosen) -> Vec<Vec<String>> {
         reg.extend(cells(m.size));
         v.push(reg);
     }
+    // fdtput -c puts a new node before its existing siblings: create the domains (and each
+    // domain's modules) last first, so the DT lists them in order (moat numbers domUs in
+    // DT order).
+    for dom in chosen.domus.iter().rev() {
+        let node = format!("/chosen/{}", dom.name);
+        let prop = |t: &str, name: &str, vals: &[String]| -> Vec<String> {
+            let mut a = vec!["-t".into(), t.into(), d.clone(), node.clone(), name.into()];
+            a.extend(vals.iter().cloned());
+            a
+        };
+        v.push(vec!["-c".into(), d.clone(), node.clone()]);
+        v.push(prop("s", "compatible", &["xen,domain".into()]));
+        // Module `reg`s in two cells each, as under /chosen.
+        v.push(prop("u", "#address-cells", &["2".into()]));
+        v.push(prop("u", "#size-cells", &["2".into()]));
+        v.push(prop("u", "memory", &cells(dom.memory_kib)));
+        v.push(prop("u", "cpus", &[dom.cpus.to_string()]));
+        if dom.vpl011 {
+            // An empty property: `-t x` with no value.
+            v.push(prop("x", "vpl011", &[]));
+        }
+        if dom.tee {
+            v.push(prop("s", "xen,tee", &["optee".into()]));
+        }
+        v.push(prop("s", "bootargs", std::slice::from_ref(&dom.bootargs)));
+        for m in dom.modules.iter().rev() {
+            let mnode = format!("{node}/module@{:x}", m.addr);
+            v.push(vec!["-c".into(), d.clone(), mnode.clone()]);
+            v.push(vec![
+                "-t".into(),
+                "s".into(),
+                d.clone(),
+                mnode.clone(),
+                "compatible".into(),
+                m.kind.into(),
+                "multiboot,module".into(),
+            ]);
+            let mut reg = vec!["-t".into(), "u".into(), d.clone(), mnode, "reg".into()];
+            reg.extend(cells(m.addr));
+            reg.extend(cells(m.size));
+            v.push(reg);
+        }
+    }
     if let Some((start, end)) = chosen.initrd {
         for (prop, val) in [("linux,initrd-start", start), ("linux,initrd-end", end)] {
             // Two cells, as /chosen's parent has #address-cells = <2>.
@@ -160,6 +223,54 @@ pub fn with_chosen(base: &Path, out: &Path, chosen: &Chosen) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_domu_is_a_xen_domain_node_with_its_modules() {
+        let c = Chosen {
+            domus: vec![DomU {
+                name: "domU1".into(),
+                memory_kib: 256 * 1024,
+                cpus: 1,
+                vpl011: true,
+                tee: true,
+                bootargs: "console=ttyAMA0".into(),
+                modules: vec![Module {
+                    kind: "multiboot,kernel",
+                    addr: 0x6400_0000,
+                    size: 0x100,
+                }],
+            }],
+            ..Chosen::default()
+        };
+        let a = fdtput_args(Path::new("/r/v.dtb"), &c);
+        let has = |want: &[&str]| {
+            a.iter()
+                .any(|x| x.ends_with(&want.iter().map(|s| s.to_string()).collect::<Vec<_>>()))
+        };
+        assert!(has(&["/chosen/domU1", "compatible", "xen,domain"]));
+        assert!(has(&["/chosen/domU1", "memory", "0", "262144"]));
+        assert!(has(&["/chosen/domU1", "cpus", "1"]));
+        assert!(has(&["/chosen/domU1", "vpl011"]));
+        assert!(has(&["/chosen/domU1", "xen,tee", "optee"]));
+        assert!(has(&[
+            "/chosen/domU1/module@64000000",
+            "reg",
+            "0",
+            "1677721600",
+            "0",
+            "256"
+        ]));
+        // Nodes are created before their properties.
+        let create = a
+            .iter()
+            .position(|x| x == &["-c", "/r/v.dtb", "/chosen/domU1"])
+            .unwrap();
+        let first_prop = a
+            .iter()
+            .position(|x| x.contains(&"/chosen/domU1".to_string()) && x[0] == "-t")
+            .unwrap();
+        assert!(create < first_prop);
+    }
 
     #[test]
     fn initrd_bounds_are_written_as_two_cells() {

@@ -38,6 +38,16 @@ pub const INITRD_ADDR: u64 = 0x4800_0000;
 pub const DOM0_KERNEL_ADDR: u64 = 0x5000_0000;
 /// Where TF-A enters BL33 (its PRELOADED_BL33_BASE).
 pub const BL33_ADDR: u64 = 0x6000_0000;
+/// Where dom0less domU `i`'s (0-based) kernel and ramdisk modules are loaded: 128 MiB a
+/// domU from 0x64000000, above moat's image and stage-2 pool, the kernel first and the
+/// ramdisk 64 MiB above it. moat copies them into the domU's own memory at boot.
+pub const DOMU_KERNEL_ADDR: u64 = 0x6400_0000;
+pub const DOMU_INITRD_ADDR: u64 = 0x6800_0000;
+pub const DOMU_STRIDE: u64 = 0x0800_0000;
+/// Most domUs xtask lays out (moat's OP-TEE serves 2 guests; dom0 may opt out).
+pub const MAX_DOMUS: usize = 2;
+/// What a `--domu` domain gets: Xen's dom0less defaults as a test would write them.
+pub const DOMU_MEMORY_MIB: u64 = 256;
 
 /// The console marker `/init` prints after CMD ran: `moat-init: run-exit=<status>`.
 pub const RUN_EXIT_MARKER: &str = "moat-init: run-exit=";
@@ -110,6 +120,18 @@ pub struct QemuArgs {
     /// the default; 6.12: trixie's).
     #[arg(long, value_name = "SERIES")]
     pub kernel: Option<String>,
+    /// With --hv moat: boot N (1 or 2; 1 when N is left out) dom0less domUs beside dom0
+    /// (Xen's `/chosen/domU<n>` binding: 1 vCPU, 256 MiB, a vPL011 console,
+    /// `xen,tee = "optee"`), each running the same kernel and initramfs. Their console lines
+    /// are prefixed `(d1)`, `(d2)`; Ctrl-a three times cycles the input through moat, dom0
+    /// and each domU. Each needs a pCPU of its own: dom0 gets the rest of `--smp`. OP-TEE
+    /// serves 2 guests: for 2 domUs with the TEE, add `--hv-args dom0_tee=no`.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1",
+          value_parser = clap::value_parser!(u32).range(1..=MAX_DOMUS as i64))]
+    pub domu: Option<u32>,
+    /// With --domu: run this shell command in every domU instead of its shell.
+    #[arg(long, value_name = "CMD", requires = "domu")]
+    pub domu_run: Option<String>,
     #[command(flatten)]
     pub stack: StackArgs,
 }
@@ -219,6 +241,48 @@ pub struct Prepared {
     pub linux_bootargs: String,
     /// Every third-party part this boot uses, as resolved (written as `stack.resolved`).
     pub resolved: Vec<Resolved>,
+    /// dom0less domUs to boot beside dom0 (moat only).
+    pub domus: Vec<DomUReq>,
+}
+
+/// Add a domU to a moat run. dom0's vCPUs are cut so that the domU gets pCPUs of its own
+/// (static pinning): `dom0_max_vcpus` becomes `--smp` minus the domUs' vCPUs.
+pub fn add_domu(p: &mut Prepared, req: DomUReq) -> Result<()> {
+    ensure!(
+        p.hypervisor.is_some() && p.hv_bootargs.contains("dom0_max_vcpus="),
+        "a domU needs moat"
+    );
+    let domu_vcpus: u32 = p.domus.iter().map(|d| d.cpus).sum::<u32>() + req.cpus;
+    let dom0 = p.machine.smp.checked_sub(domu_vcpus).filter(|&n| n >= 1);
+    let Some(dom0) = dom0 else {
+        bail!(
+            "--smp {} leaves no pCPU for dom0 beside {domu_vcpus} domU vCPU(s): each vCPU is \
+             pinned to a pCPU of its own (use --smp {})",
+            p.machine.smp,
+            domu_vcpus + 1
+        );
+    };
+    p.hv_bootargs = p
+        .hv_bootargs
+        .split_whitespace()
+        .map(|w| match w.starts_with("dom0_max_vcpus=") {
+            true => format!("dom0_max_vcpus={dom0}"),
+            false => w.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    p.domus.push(req);
+    Ok(())
+}
+
+/// A dom0less domU a run asks for: it boots the run's kernel and initramfs.
+#[derive(Clone, Debug)]
+pub struct DomUReq {
+    /// The command its /init runs (`--domu-run`); none gives it a shell.
+    pub run: Option<String>,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    pub tee: bool,
 }
 
 /// The firmware, kernel, initramfs and DTB shared by every profile.
@@ -243,6 +307,7 @@ impl Common {
             hv_bootargs: String::new(),
             linux_bootargs: "console=ttyAMA0 rdinit=/init".into(),
             resolved: ctx.res.take_used(),
+            domus: Vec::new(),
         }
     }
 }
@@ -306,12 +371,14 @@ pub fn prepare(ctx: &mut Ctx, hv: Hv, machine: &Machine, choice: &Choice) -> Res
 }
 
 /// The images of one boot and their sizes in bytes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Sizes {
     pub initrd: u64,
     pub kernel: u64,
     /// The hypervisor image, when one is BL33.
     pub hypervisor: Option<u64>,
+    /// Each domU's initrd (its kernel is `kernel`).
+    pub domu_initrds: [Option<u64>; MAX_DOMUS],
 }
 
 /// Check that the images fit the layout above without overlapping each other or OP-TEE's
@@ -322,7 +389,28 @@ pub fn check_layout(sizes: Sizes, mem_mib: u32) -> Result<()> {
     match sizes.hypervisor {
         Some(hv) => {
             regions.push(("dom0 kernel", DOM0_KERNEL_ADDR, sizes.kernel));
-            regions.push(("hypervisor", BL33_ADDR, hv));
+            if sizes.domu_initrds.iter().any(Option::is_some) {
+                // moat's image, stacks, heap and stage-2 pool sit above BL33_ADDR: keep
+                // the domUs' modules clear of 64 MiB there.
+                regions.push((
+                    "hypervisor",
+                    BL33_ADDR,
+                    hv.max(DOMU_KERNEL_ADDR - BL33_ADDR),
+                ));
+            } else {
+                regions.push(("hypervisor", BL33_ADDR, hv));
+            }
+            const NAMES: [(&str, &str); MAX_DOMUS] = [
+                ("domU1 kernel", "domU1 initrd"),
+                ("domU2 kernel", "domU2 initrd"),
+            ];
+            for (i, initrd) in sizes.domu_initrds.iter().enumerate() {
+                if let Some(initrd) = initrd {
+                    let at = i as u64 * DOMU_STRIDE;
+                    regions.push((NAMES[i].0, DOMU_KERNEL_ADDR + at, sizes.kernel));
+                    regions.push((NAMES[i].1, DOMU_INITRD_ADDR + at, *initrd));
+                }
+            }
         }
         None => regions.push(("kernel", BL33_ADDR, sizes.kernel)),
     }
@@ -367,10 +455,30 @@ pub fn invocation(
         None => p.initramfs.clone(),
     };
     let size = |f: &Path| -> Result<u64> { Ok(std::fs::metadata(f)?.len()) };
+    ensure!(
+        p.domus.len() <= MAX_DOMUS,
+        "xtask lays out {MAX_DOMUS} domUs at most ({} asked)",
+        p.domus.len()
+    );
+    let mut domu_initrds = Vec::new();
+    for (i, d) in p.domus.iter().enumerate() {
+        let mut bytes = std::fs::read(&p.initramfs)?;
+        if let Some(cmd) = &d.run {
+            bytes.extend(rootfs::run_overlay(cmd)?);
+        }
+        let path = dir.join(format!("domu{}-initrd.cpio", i + 1));
+        std::fs::write(&path, bytes)?;
+        domu_initrds.push(path);
+    }
+    let mut domu_sizes = [None; MAX_DOMUS];
+    for (slot, path) in domu_sizes.iter_mut().zip(&domu_initrds) {
+        *slot = Some(size(path)?);
+    }
     let sizes = Sizes {
         initrd: size(&initrd)?,
         kernel: size(&p.kernel)?,
         hypervisor: p.hypervisor.as_deref().map(size).transpose()?,
+        domu_initrds: domu_sizes,
     };
     check_layout(sizes, p.machine.mem_mib)?;
     let dtb = dir.join("virt.dtb");
@@ -408,6 +516,32 @@ pub fn invocation(
             ],
         ),
     };
+    let (mut chosen, mut loads) = (chosen, loads);
+    for (i, (d, path)) in p.domus.iter().zip(&domu_initrds).enumerate() {
+        let at = i as u64 * DOMU_STRIDE;
+        chosen.domus.push(dtb::DomU {
+            name: format!("domU{}", i + 1),
+            memory_kib: d.memory_mib * 1024,
+            cpus: d.cpus,
+            vpl011: true,
+            tee: d.tee,
+            bootargs: "console=ttyAMA0 rdinit=/init".into(),
+            modules: vec![
+                Module {
+                    kind: "multiboot,kernel",
+                    addr: DOMU_KERNEL_ADDR + at,
+                    size: sizes.kernel,
+                },
+                Module {
+                    kind: "multiboot,ramdisk",
+                    addr: DOMU_INITRD_ADDR + at,
+                    size: sizes.domu_initrds[i].unwrap_or(0),
+                },
+            ],
+        });
+        loads.push((p.kernel.clone(), DOMU_KERNEL_ADDR + at));
+        loads.push((path.clone(), DOMU_INITRD_ADDR + at));
+    }
     dtb::with_chosen(&p.dtb_base, &dtb, &chosen)?;
     std::fs::write(
         dir.join("stack.resolved"),
@@ -445,9 +579,21 @@ pub fn gdb_command(p: &Prepared) -> String {
 
 /// Parse `moat-init: run-exit=N` out of a console line.
 pub fn run_exit(line: &str) -> Option<u8> {
+    if domu_of(line).is_some() {
+        // A domU's own /init (its lines are `(dN) `-prefixed): not the run's command.
+        return None;
+    }
     let rest = &line[line.find(RUN_EXIT_MARKER)? + RUN_EXIT_MARKER.len()..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse::<u32>().ok().map(|v| v.min(255) as u8)
+}
+
+/// The domU a console line comes from: moat prefixes each domU's output `(d<id>) `, as Xen
+/// does with `(d<id>)`; dom0's and moat's own lines carry no such prefix.
+pub fn domu_of(line: &str) -> Option<u16> {
+    let rest = line.trim_start_matches('\r').strip_prefix("(d")?;
+    let end = rest.find(") ")?;
+    rest[..end].parse().ok().filter(|&id| id > 0)
 }
 
 /// `cargo xtask qemu`.
@@ -484,6 +630,23 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
             "--hv-args needs a hypervisor (--hv moat or xen)"
         );
         p.hv_bootargs = format!("{} {extra}", p.hv_bootargs).trim().to_string();
+    }
+    if let Some(n) = args.domu {
+        anyhow::ensure!(
+            args.hv == Hv::Moat,
+            "--domu is moat's dom0less domU; under --hv xen use --xen-toolstack (xl)"
+        );
+        for _ in 0..n {
+            add_domu(
+                &mut p,
+                DomUReq {
+                    run: args.domu_run.clone(),
+                    memory_mib: DOMU_MEMORY_MIB,
+                    cpus: 1,
+                    tee: true,
+                },
+            )?;
+        }
     }
     let name = format!("qemu-{}", format!("{:?}", args.hv).to_lowercase());
     let dir = paths::run_dir(&name)?;
@@ -593,6 +756,13 @@ mod tests {
         assert_eq!(run_exit("moat-init: run-exit=999"), Some(255));
         assert_eq!(run_exit("moat-init: ready"), None);
         assert_eq!(run_exit("moat-init: run-exit="), None);
+        // A domU's /init is not the run's command.
+        assert_eq!(run_exit("(d1) moat-init: run-exit=0"), None);
+        assert_eq!(domu_of("(d1) moat-init: run-exit=0"), Some(1));
+        assert_eq!(domu_of("(d12) x"), Some(12));
+        assert_eq!(domu_of("(d0) x"), None);
+        assert_eq!(domu_of("(moat) d1: x"), None);
+        assert_eq!(domu_of("(dx) y"), None);
     }
 
     fn sizes(initrd: u64, kernel: u64, hypervisor: Option<u64>) -> Sizes {
@@ -600,7 +770,22 @@ mod tests {
             initrd,
             kernel,
             hypervisor,
+            domu_initrds: [None; MAX_DOMUS],
         }
+    }
+
+    #[test]
+    fn a_domu_s_modules_stay_clear_of_moat_and_dom0() {
+        let mut s = sizes(20 << 20, 36 << 20, Some(1 << 20));
+        s.domu_initrds = [Some(20 << 20), Some(20 << 20)];
+        assert!(check_layout(s, 2048).is_ok());
+        // A kernel that runs into the domU's initrd.
+        let mut big = s;
+        big.kernel = 80 << 20;
+        let e = check_layout(big, 2048).unwrap_err().to_string();
+        assert!(e.contains("runs into"), "{e}");
+        // Not enough RAM for the modules.
+        assert!(check_layout(s, 640).is_err());
     }
 
     #[test]

@@ -74,6 +74,16 @@ pub struct Scenario {
     /// waiting for the command's exit (for boots that are meant to stop early).
     #[serde(default)]
     pub until: Option<String>,
+    /// End the run successfully once every one of these regexes has matched a console line,
+    /// in any order (two guests finishing at their own pace).
+    #[serde(default)]
+    pub until_all: Vec<String>,
+    /// Boot this many dom0less domUs beside dom0 (moat), as `cargo xtask qemu --domu N`.
+    #[serde(default)]
+    pub domus: u32,
+    /// With `domus`: the command every domU runs.
+    #[serde(default)]
+    pub domu_run: Option<String>,
     /// The guest's power-off must end QEMU by itself (checked after the command exits).
     #[serde(default)]
     pub poweroff: bool,
@@ -147,6 +157,7 @@ impl Scenario {
             .chain(&s.until)
             .chain(&s.fatal)
             .chain(&s.refused)
+            .chain(&s.until_all)
         {
             Regex::new(re).with_context(|| format!("scenario {name}: bad regex {re:?}"))?;
         }
@@ -374,7 +385,31 @@ fn run_one(ctx: &mut profile::Ctx, s: &Scenario) -> Result<Vec<String>> {
     if let Some(extra) = &s.hv_args {
         p.hv_bootargs = format!("{} {extra}", p.hv_bootargs).trim().to_string();
     }
+    if s.domus > 0 {
+        anyhow::ensure!(
+            s.hv == HvName::Moat,
+            "scenario {}: domus needs hv = \"moat\"",
+            s.name
+        );
+    }
+    for _ in 0..s.domus {
+        profile::add_domu(
+            &mut p,
+            profile::DomUReq {
+                run: s.domu_run.clone(),
+                memory_mib: profile::DOMU_MEMORY_MIB,
+                cpus: 1,
+                tee: true,
+            },
+        )?;
+    }
     let until = s.until.as_deref().map(Regex::new).transpose()?;
+    let until_all: Vec<Regex> = s
+        .until_all
+        .iter()
+        .map(|r| Regex::new(r))
+        .collect::<Result<_, _>>()?;
+    let mut seen_all = vec![false; until_all.len()];
     let dir = paths::run_dir(&format!("test-{}", s.name))?;
     let inv = profile::invocation(&p, Some(&s.run), &dir, Console::Captured)?;
     let console_log = dir.join("console.log");
@@ -395,6 +430,12 @@ fn run_one(ctx: &mut profile::Ctx, s: &Scenario) -> Result<Vec<String>> {
                 return Verdict::Fail(line.to_string());
             }
             if until.as_ref().is_some_and(|u| u.is_match(line)) {
+                return Verdict::Stop(s.exit_status);
+            }
+            for (seen, re) in seen_all.iter_mut().zip(&until_all) {
+                *seen |= re.is_match(line);
+            }
+            if !until_all.is_empty() && seen_all.iter().all(|&x| x) {
                 return Verdict::Stop(s.exit_status);
             }
             match profile::run_exit(line) {
