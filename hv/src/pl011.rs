@@ -78,6 +78,13 @@ impl Pl011 {
         self.regs.imsc.write(INT::RX::SET + INT::RT::SET);
     }
 
+    /// Stop raising the receive interrupts: input stays in the UART (and, on QEMU, in its
+    /// character backend) until [`Pl011::enable_rx_irq`] is called again. The console's
+    /// backpressure: never read more than the guest can take.
+    pub fn disable_rx_irq(&self) {
+        self.regs.imsc.write(INT::RX::CLEAR + INT::RT::CLEAR);
+    }
+
     /// Acknowledge the receive interrupts (after draining the FIFO).
     pub fn clear_rx_irq(&self) {
         self.regs.icr.write(INT::RX::SET + INT::RT::SET);

@@ -10,6 +10,7 @@
 //!   every return to a guest ─► sync_lrs + fill_lrs for this vCPU
 //! ```
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use hv_core::addr::{Ipa, Range};
 use hv_core::console::{ConsoleMux, Focus, InputAction};
 use hv_core::mmio::{Direction, MmioAccess};
@@ -25,6 +26,22 @@ static CONSOLE: Mutex<Option<ConsoleMux>> = Mutex::new(None);
 
 /// Most bytes taken from the console UART per interrupt (its FIFO holds 32).
 const MAX_INPUT_PER_IRQ: usize = 64;
+/// The most bytes one input byte can release to a guest: a held Ctrl-a pair plus itself.
+const MAX_DELIVERY: usize = hv_core::console::SWITCH_COUNT as usize;
+/// When (counter ticks) console input was paused because the focused guest's vPL011 had
+/// no room; 0 when it is not. While paused, the physical UART's receive interrupt is masked
+/// until that guest reads its FIFO, or until [`STALL_SECS`] have passed: a guest that never
+/// reads must not keep Ctrl-a from reaching moat, so input then flows again and what does
+/// not fit is dropped, as a real UART overruns.
+static PAUSED_SINCE: AtomicU64 = AtomicU64::new(0);
+/// How long a paused console waits for its guest.
+const STALL_SECS: u64 = 1;
+
+fn stalled(since: u64) -> bool {
+    since != 0
+        && crate::arch::counter().wrapping_sub(since)
+            >= STALL_SECS * crate::arch::counter_frequency()
+}
 
 /// What an emulated access did.
 pub enum Emulated {
@@ -161,10 +178,14 @@ pub fn mmio(dom: &Domain, frame: &mut TrapFrame, a: &MmioAccess) -> Emulated {
         let r = {
             let mut u = dom.vuart.lock();
             match a.dir {
-                Direction::Read => u
-                    .read(off, a.width)
-                    .map(|v| Some(u64::from(v)))
-                    .map_err(|_| ()),
+                Direction::Read => {
+                    let r = u.read(off, a.width).map(|v| Some(u64::from(v)));
+                    // Any read (the guest polls FR, then reads DR) may have made room.
+                    if hv_core::vpl011::RX_FIFO_DEPTH - u.rx_len() >= MAX_DELIVERY {
+                        resume_input();
+                    }
+                    r.map_err(|_| ())
+                }
                 Direction::Write => match u.write(off, a.width, value as u32) {
                     Ok(Some(byte)) => {
                         let mut console = CONSOLE.lock();
@@ -198,6 +219,14 @@ pub fn mmio(dom: &Domain, frame: &mut TrapFrame, a: &MmioAccess) -> Emulated {
     }
 }
 
+/// A guest read from its vPL011: if console input was paused for want of room, take it up
+/// again (the physical interrupt fires at once if bytes are waiting).
+fn resume_input() {
+    if PAUSED_SINCE.swap(0, Ordering::AcqRel) != 0 {
+        crate::console::with_uart(|u| u.enable_rx_irq());
+    }
+}
+
 /// Mirror the vPL011's interrupt line into the vGIC.
 fn update_uart_irq(dom: &Domain) {
     let level = dom.vuart.lock().irq_level();
@@ -222,8 +251,28 @@ pub fn sgi(dom: &Domain, vcpu: usize, value: u64) {
 
 /// Bytes typed on moat's console UART: to the domain that has the input, or to moat.
 fn console_input() {
+    let mut paused = false;
     // Bounded: at most two FIFOs' worth per interrupt; the rest waits for the next one.
     for _ in 0..MAX_INPUT_PER_IRQ {
+        // Backpressure: read a byte only when the guest that has the input can take what
+        // it may release. Otherwise leave it in the UART (QEMU's PL011 then stops taking
+        // bytes from its backend, so nothing is lost) and mask the interrupt until the
+        // guest drains its FIFO (see `resume_input`).
+        let focus = CONSOLE.lock().as_ref().map(|m| m.focus());
+        if let Some(Focus::Domain(id)) = focus {
+            let full = crate::domain(id).is_some_and(|d| {
+                hv_core::vpl011::RX_FIFO_DEPTH - d.vuart.lock().rx_len() < MAX_DELIVERY
+            });
+            let since = PAUSED_SINCE.load(Ordering::Acquire);
+            if full && !stalled(since) {
+                if since == 0 {
+                    PAUSED_SINCE.store(crate::arch::counter().max(1), Ordering::Release);
+                }
+                crate::console::with_uart(|u| u.disable_rx_irq());
+                paused = true;
+                break;
+            }
+        }
         let Some(Some(byte)) = crate::console::with_uart(|u| u.get()) else {
             break;
         };
@@ -240,7 +289,8 @@ fn console_input() {
                         {
                             let mut u = dom.vuart.lock();
                             for &b in d.bytes() {
-                                // A full FIFO drops input, as a real UART overruns.
+                                // Room was checked above; a full FIFO would drop input, as
+                                // a real UART overruns.
                                 let _ = u.push_input(b);
                             }
                         }
@@ -255,7 +305,11 @@ fn console_input() {
             },
         }
     }
-    crate::console::with_uart(|u| u.clear_rx_irq());
+    // Acknowledge only what was drained: a paused UART keeps its interrupt raised, so that
+    // unmasking it later fires at once (QEMU's PL011 raises RX only when a byte arrives).
+    if !paused {
+        crate::console::with_uart(|u| u.clear_rx_irq());
+    }
 }
 
 /// A key typed while moat has the console's input.
@@ -286,6 +340,11 @@ fn hypervisor_key(b: u8) {
 
 /// A physical IRQ arrived while a guest ran on this CPU.
 pub fn irq(dom: &Domain, vcpu: usize) {
+    // A console paused for a guest that stopped reading: let input flow again (the guests'
+    // timer interrupts bring every pCPU here regularly).
+    if stalled(PAUSED_SINCE.load(Ordering::Acquire)) {
+        crate::console::with_uart(|u| u.enable_rx_irq());
+    }
     // Bounded: at most one pass per possible INTID before moat returns to the guest.
     for _ in 0..1024 {
         let intid = gic::ack();

@@ -158,6 +158,8 @@ pub enum Verdict {
     Stop(u8),
     /// Stop: something that must never appear did.
     Fail(String),
+    /// Type these bytes on the console (QEMU's stdin), then go on.
+    Send(Vec<u8>),
 }
 
 /// The hypervisor's last words when it stops for good: moat's fatal marker (see
@@ -256,7 +258,7 @@ pub fn run_captured(
 ) -> Result<Finished> {
     let mut cmd = inv.command();
     let qemu_err = console_log.with_file_name("qemu-stderr.log");
-    cmd.stdin(Stdio::null())
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&qemu_err)?);
     std::fs::write(
@@ -265,6 +267,8 @@ pub fn run_captured(
     )?;
     let mut child = KillOnDrop(cmd.spawn().context("starting qemu-system-aarch64")?);
     let mut stdout = child.0.stdout.take().context("no stdout pipe")?;
+    // Kept open for the whole run: what a watcher types goes here.
+    let mut stdin = child.0.stdin.take().context("no stdin pipe")?;
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
@@ -340,6 +344,10 @@ pub fn run_captured(
                                 });
                             }
                             Verdict::Fail(m) => verdict = Some(Outcome::Failed(m)),
+                            Verdict::Send(bytes) => {
+                                stdin.write_all(&bytes)?;
+                                stdin.flush()?;
+                            }
                         }
                         line.clear();
                     } else {

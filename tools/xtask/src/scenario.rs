@@ -78,6 +78,12 @@ pub struct Scenario {
     /// in any order (two guests finishing at their own pace).
     #[serde(default)]
     pub until_all: Vec<String>,
+    /// Type `send` on the console (once) when a console line matches this regex.
+    #[serde(default)]
+    pub send_after: Option<String>,
+    /// What to type (TOML escapes such as `\u0001` for Ctrl-a work).
+    #[serde(default)]
+    pub send: Option<String>,
     /// Boot this many dom0less domUs beside dom0 (moat), as `cargo xtask qemu --domu N`.
     #[serde(default)]
     pub domus: u32,
@@ -158,6 +164,7 @@ impl Scenario {
             .chain(&s.fatal)
             .chain(&s.refused)
             .chain(&s.until_all)
+            .chain(&s.send_after)
         {
             Regex::new(re).with_context(|| format!("scenario {name}: bad regex {re:?}"))?;
         }
@@ -172,6 +179,10 @@ impl Scenario {
         anyhow::ensure!(
             !s.parks || s.fatal.is_some(),
             "scenario {name}: parks needs fatal"
+        );
+        anyhow::ensure!(
+            s.send_after.is_some() == s.send.is_some(),
+            "scenario {name}: send_after and send go together"
         );
         Ok(s)
     }
@@ -410,6 +421,8 @@ fn run_one(ctx: &mut profile::Ctx, s: &Scenario) -> Result<Vec<String>> {
         .map(|r| Regex::new(r))
         .collect::<Result<_, _>>()?;
     let mut seen_all = vec![false; until_all.len()];
+    let send_after = s.send_after.as_deref().map(Regex::new).transpose()?;
+    let mut to_send = s.send.clone().map(String::into_bytes);
     let dir = paths::run_dir(&format!("test-{}", s.name))?;
     let inv = profile::invocation(&p, Some(&s.run), &dir, Console::Captured)?;
     let console_log = dir.join("console.log");
@@ -437,6 +450,11 @@ fn run_one(ctx: &mut profile::Ctx, s: &Scenario) -> Result<Vec<String>> {
             }
             if !until_all.is_empty() && seen_all.iter().all(|&x| x) {
                 return Verdict::Stop(s.exit_status);
+            }
+            if send_after.as_ref().is_some_and(|r| r.is_match(line)) {
+                if let Some(bytes) = to_send.take() {
+                    return Verdict::Send(bytes);
+                }
             }
             match profile::run_exit(line) {
                 Some(code) => Verdict::Done(code),
