@@ -662,9 +662,10 @@ impl FakeOpTee {
         for p in arg.params.iter_mut() {
             match p.kind() {
                 Some(abi::ParamKind::Value { output: true }) => {
-                    p.u0 += 1000;
-                    p.u1 += 1000;
-                    p.u2 += 1000;
+                    // Guest-chosen values: wrap, as OP-TEE's own arithmetic would.
+                    p.u0 = p.u0.wrapping_add(1000);
+                    p.u1 = p.u1.wrapping_add(1000);
+                    p.u2 = p.u2.wrapping_add(1000);
                 }
                 Some(abi::ParamKind::Value { output: false }) if st.scribble => p.u0 = 0xbad,
                 Some(
