@@ -117,6 +117,15 @@ pub struct Domain {
     pub dying: core::sync::atomic::AtomicBool,
     /// Torn down (once, by whichever vCPU stopped last).
     pub destroyed: core::sync::atomic::AtomicBool,
+    /// The shutdown asked for is a reset: the domain is built again from `rebuild`.
+    pub reset: core::sync::atomic::AtomicBool,
+    /// Resets so far.
+    pub resets: core::sync::atomic::AtomicU32,
+    /// Heap bytes and stage-2 frames in use when the domain was first torn down for a
+    /// reset: every later reset must come back to them, or moat leaks per cycle.
+    pub reset_baseline: Mutex<Option<(usize, usize)>>,
+    /// What a domU is (re)built from: its plan and its DT.
+    pub rebuild: Option<(hv_core::domu::DomUPlan, Vec<u8>)>,
     /// The physical frames behind its RAM when they are not its IPAs (a domU's, scrubbed
     /// before it is mapped and after it dies); dom0's RAM is 1:1 and listed in `ram`.
     pub frames: Option<Range<PhysAddr>>,
@@ -193,14 +202,7 @@ pub fn build_domu(
     let vmid = plan.id.0 + 1;
     let vtcr = stage2::vtcr_el2(&config, p.vmid16).get();
     let vttbr = stage2::vttbr_el2(s2.root(), vmid).get();
-    let vcpus = plan.pcpus.len();
-    let mut vgic = Vgic::new(vcpus, plan.spis)?;
-    // The timers are the only physical interrupts a domU gets: each vCPU's own, on its pCPU.
-    for v in 0..vcpus {
-        for ppi in GUEST_PPIS {
-            vgic.link_hw(v, ppi, ppi)?;
-        }
-    }
+    let vgic = domu_vgic(plan)?;
     let (uart, uart_intid) = match &plan.vpl011 {
         Some(u) => (u.regs, u.intid),
         // No vPL011: an empty window that no access matches, and no interrupt.
@@ -219,8 +221,14 @@ pub fn build_domu(
         .first()
         .copied()
         .ok_or_else(|| BuildError::Config("the GIC has no redistributor region".into()))?;
-    let mut vm = Vm::new(plan.id, &plan.pcpus, &plan.ram)?;
-    vm.start(plan.entry, plan.dtb.start.raw())?;
+    let vm = domu_vm(plan)?;
+    if dtb.len() as u64 > plan.dtb.end.raw() - plan.dtb.start.raw() {
+        return Err(BuildError::Config(alloc::format!(
+            "d{}: its DT ({} bytes) does not fit its window",
+            plan.id.0,
+            dtb.len()
+        )));
+    }
     let dom = Domain {
         id: plan.id,
         vmid,
@@ -244,6 +252,10 @@ pub fn build_domu(
         tee: plan.tee,
         dying: core::sync::atomic::AtomicBool::new(false),
         destroyed: core::sync::atomic::AtomicBool::new(false),
+        reset: core::sync::atomic::AtomicBool::new(false),
+        resets: core::sync::atomic::AtomicU32::new(0),
+        reset_baseline: Mutex::new(None),
+        rebuild: Some((plan.clone(), dtb.to_vec())),
         frames: match (banks.first(), banks.last()) {
             (Some(a), Some(b)) => Some(Range {
                 start: a.1.start,
@@ -252,26 +264,75 @@ pub fn build_domu(
             _ => None,
         },
     };
-    let mut loads = alloc::vec![&plan.kernel];
-    loads.extend(plan.ramdisk.iter());
-    for l in loads {
-        // SAFETY: boot modules lie in RAM (bootcfg checked they do not overlap each other
-        // or moat, and the domU pool was checked against them) that EL2 maps identity;
-        // nothing runs on them yet.
-        let bytes = unsafe {
-            core::slice::from_raw_parts(l.from.start.raw() as *const u8, l.from.len() as usize)
-        };
-        dom.load(l.to.start, bytes)?;
-    }
-    if dtb.len() as u64 > plan.dtb.end.raw() - plan.dtb.start.raw() {
-        return Err(BuildError::Config(alloc::format!(
-            "d{}: its DT ({} bytes) does not fit its window",
-            plan.id.0,
-            dtb.len()
-        )));
-    }
-    dom.load(plan.dtb.start, dtb)?;
+    dom.load_images()?;
     Ok(dom)
+}
+
+/// A domU's vGIC: the timers are the only physical interrupts it gets, each vCPU's own.
+fn domu_vgic(plan: &hv_core::domu::DomUPlan) -> Result<Vgic, BuildError> {
+    let vcpus = plan.pcpus.len();
+    let mut vgic = Vgic::new(vcpus, plan.spis)?;
+    for v in 0..vcpus {
+        for ppi in GUEST_PPIS {
+            vgic.link_hw(v, ppi, ppi)?;
+        }
+    }
+    Ok(vgic)
+}
+
+/// A domU's VM state machine, its boot vCPU ready to enter the kernel with x0 = its DT.
+fn domu_vm(plan: &hv_core::domu::DomUPlan) -> Result<Vm, BuildError> {
+    let mut vm = Vm::new(plan.id, &plan.pcpus, &plan.ram)?;
+    vm.start(plan.entry, plan.dtb.start.raw())?;
+    Ok(vm)
+}
+
+impl Domain {
+    /// Copy a domU's kernel, ramdisk and DT into its RAM, from the boot modules (which dom0
+    /// never gets) and the DT written at boot.
+    fn load_images(&self) -> Result<(), BuildError> {
+        let Some((plan, dtb)) = &self.rebuild else {
+            return Err(BuildError::Config(alloc::format!(
+                "d{} has no images to load",
+                self.id.0
+            )));
+        };
+        let mut loads = alloc::vec![&plan.kernel];
+        loads.extend(plan.ramdisk.iter());
+        for l in loads {
+            // SAFETY: boot modules lie in RAM that EL2 maps identity; bootcfg checked they
+            // overlap nothing else, and dom0's RAM leaves domU modules out, so they still
+            // hold what the boot loader wrote.
+            let bytes = unsafe {
+                core::slice::from_raw_parts(l.from.start.raw() as *const u8, l.from.len() as usize)
+            };
+            self.load(l.to.start, bytes)?;
+        }
+        self.load(plan.dtb.start, dtb)
+    }
+
+    /// Build a domU again after its reset (its memory was scrubbed when it died): the same
+    /// frames and stage-2, its images loaded afresh, a new vGIC, vPL011 and VM.
+    pub fn rebuild(&self) -> Result<(), BuildError> {
+        let Some((plan, _)) = &self.rebuild else {
+            return Err(BuildError::Config(alloc::format!(
+                "d{} cannot be rebuilt",
+                self.id.0
+            )));
+        };
+        self.load_images()?;
+        *self.vgic.lock() = domu_vgic(plan)?;
+        *self.vuart.lock() = Vpl011::new();
+        *self.vm.lock() = domu_vm(plan)?;
+        self.pins.lock().clear();
+        self.reset
+            .store(false, core::sync::atomic::Ordering::Relaxed);
+        self.dying
+            .store(false, core::sync::atomic::Ordering::Relaxed);
+        self.destroyed
+            .store(false, core::sync::atomic::Ordering::Release);
+        Ok(())
+    }
 }
 
 /// What moat needs to know about itself and the platform to build dom0.
@@ -288,8 +349,9 @@ pub struct Platform<'a> {
     pub vmid16: bool,
     /// Interrupt lines the physical distributor implements (GICD_TYPER).
     pub gic_lines: u32,
-    /// RAM set aside for domUs' frames: never dom0's.
-    pub domu_frames: Option<Range<PhysAddr>>,
+    /// RAM dom0 never gets: the domUs' frames, and their boot modules (kept, 2 MiB-rounded,
+    /// so that a domU's reset can load them again).
+    pub domu_reserved: Vec<Range<PhysAddr>>,
     /// dom0 calls OP-TEE (the mediator is up and dom0 did not opt out).
     pub dom0_tee: bool,
 }
@@ -309,10 +371,10 @@ fn ipa_range(r: &Range<PhysAddr>) -> Range<Ipa> {
 pub fn dom0_ram(
     cfg: &BootConfig,
     hv: Range<PhysAddr>,
-    domu_frames: Option<Range<PhysAddr>>,
+    domu_reserved: &[Range<PhysAddr>],
 ) -> Result<Vec<Range<PhysAddr>>, BuildError> {
     let mut taken = alloc::vec![hv];
-    taken.extend(domu_frames);
+    taken.extend_from_slice(domu_reserved);
     let free = hv_core::devmap::subtract_and_merge(&cfg.memory, &taken);
     let want = cfg.hv_args.dom0_mem.and_then(|m| m.amount.or(m.max));
     let Some(mut left) = want else {
@@ -386,7 +448,7 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
     let kernel = cfg.dom0.kernel.as_ref().ok_or_else(|| {
         BuildError::Config("no dom0 kernel: /chosen has no multiboot,kernel module".into())
     })?;
-    let banks = dom0_ram(cfg, p.hv, p.domu_frames)?;
+    let banks = dom0_ram(cfg, p.hv, &p.domu_reserved)?;
     let inside = |r: &Range<PhysAddr>| banks.iter().any(|b| b.contains_span(r.start, r.len()));
     let ram_text = || {
         let v: Vec<String> = banks
@@ -548,6 +610,10 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
         tee: p.dom0_tee,
         dying: core::sync::atomic::AtomicBool::new(false),
         destroyed: core::sync::atomic::AtomicBool::new(false),
+        reset: core::sync::atomic::AtomicBool::new(false),
+        resets: core::sync::atomic::AtomicU32::new(0),
+        reset_baseline: Mutex::new(None),
+        rebuild: None,
         frames: None,
     })
 }

@@ -80,6 +80,9 @@ static GICD: Once<gic::Gicd> = Once::new();
 static LIST_REGISTERS: AtomicUsize = AtomicUsize::new(0);
 /// What each pCPU runs: `domain id << 16 | vCPU index` (set before it enters the guest).
 static CURRENT: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+/// Each pCPU's EL2 stack top, as boot handed it over: a domU's reset enters the guest anew
+/// from deep in a trap, on a fresh stack.
+static STACK_TOPS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// How often CPU_ON is retried while the firmware still sees the pCPU as on.
 const CPU_ON_RETRIES: usize = 100;
@@ -608,6 +611,18 @@ pub fn start(dtb: u64, stack_top: u64) -> ! {
         Ok(f) => f,
         Err(e) => fatal(format_args!("{e}")),
     };
+    // dom0 never gets the domUs' frames, nor their boot modules (2 MiB-rounded: dom0's RAM
+    // is mapped in blocks), which a domU's reset loads again.
+    let mut domu_reserved: Vec<Range<PhysAddr>> = domu_frames.into_iter().collect();
+    const M2: u64 = 2 << 20;
+    for d in &cfg.domus {
+        for m in core::iter::once(&d.kernel).chain(d.ramdisk.iter()) {
+            domu_reserved.push(Range {
+                start: PhysAddr(m.range.start.raw() & !(M2 - 1)),
+                end: PhysAddr(m.range.end.raw().div_ceil(M2) * M2),
+            });
+        }
+    }
     let platform = domain::Platform {
         host_dtb: &host_dtb,
         cfg: &cfg,
@@ -616,7 +631,7 @@ pub fn start(dtb: u64, stack_top: u64) -> ! {
         pa_range: (mmfr0 & 0xf) as u8,
         vmid16: (mmfr1 >> 4) & 0xf == 2,
         gic_lines: gicd.lines(),
-        domu_frames,
+        domu_reserved,
         dom0_tee,
     };
     let dom0 = match domain::build_dom0(&platform) {
@@ -711,6 +726,7 @@ fn run_vcpu(cpu: usize, stack_top: u64) -> ! {
         Err(e) => fatal(format_args!("d{} vCPU {index} cannot start: {e}", dom.id.0)),
     };
     CURRENT[cpu % MAX_CPUS].store(usize::from(dom.id.0) << 16 | index, Ordering::Relaxed);
+    STACK_TOPS[cpu % MAX_CPUS].store(stack_top, Ordering::Relaxed);
     let (gicr_base, gicr_len) = dom.host_gicr;
     // SAFETY: the host's redistributor region from the DT, device-mapped at EL2 and never
     // mapped into a guest.
@@ -831,8 +847,13 @@ pub(crate) fn stop_this_cpu(_dom: &Domain, cpu: usize) -> ! {
 /// A domU's vCPU `vcpu` asked for SYSTEM_OFF or SYSTEM_RESET (the VM is ShuttingDown and
 /// the caller Stopped): make its other running vCPUs stop at their next exit, and stop this
 /// one. The last vCPU to stop tears the domain down.
-pub(crate) fn domain_stopping(dom: &'static Domain, vcpu: usize, cpu: usize) -> ! {
-    log::info!("d{}: powered off by vCPU {vcpu}", dom.id.0);
+pub(crate) fn domain_stopping(dom: &'static Domain, vcpu: usize, cpu: usize, reset: bool) -> ! {
+    log::info!(
+        "d{}: {} by vCPU {vcpu}",
+        dom.id.0,
+        if reset { "reset" } else { "powered off" }
+    );
+    dom.reset.store(reset, Ordering::Relaxed);
     dom.dying.store(true, Ordering::Release);
     let others: Vec<usize> = dom
         .vm
@@ -847,8 +868,74 @@ pub(crate) fn domain_stopping(dom: &'static Domain, vcpu: usize, cpu: usize) -> 
     }
     if dom.vm.lock().state() == hv_core::vm::VmState::Destroyed {
         destroy(dom);
+        if reset {
+            restart(dom, cpu);
+        }
     }
     stop_this_cpu(dom, cpu)
+}
+
+/// After a domU's reset was torn down: build it again and start its boot vCPU, here if
+/// this is its pCPU (entering the guest anew on a fresh stack), else through the firmware.
+/// Only returns when it could not be rebuilt (the domain then stays dead).
+fn restart(dom: &'static Domain, cpu: usize) {
+    if let Err(e) = dom.rebuild() {
+        log::error!("d{}: cannot be rebuilt after its reset: {e}", dom.id.0);
+        return;
+    }
+    if dom.tee {
+        if let Err(e) = tee::vm_created(dom.id.0) {
+            log::error!("d{}: OP-TEE refused it again (VM_CREATED): {e:?}", dom.id.0);
+            return;
+        }
+    }
+    let n = dom.resets.fetch_add(1, Ordering::Relaxed) + 1;
+    // What a reset cycle must give back: measured after the rebuild, compared with the
+    // first cycle's (the first keeps what the domain's first life allocated for good,
+    // such as its console's line buffer).
+    let now = (mem::heap_in_use(), mem::frames_in_use());
+    let first = *dom.reset_baseline.lock().get_or_insert(now);
+    let pinned = dom.pins.lock().len();
+    if now == first && pinned == 0 {
+        log::info!(
+            "d{}: re-created after reset {n}; 0 pages pinned, heap {} B and {} stage-2 frames \
+             in use, as after its first reset",
+            dom.id.0,
+            now.0,
+            now.1
+        );
+    } else {
+        log::warn!(
+            "d{}: re-created after reset {n}; LEAK: {pinned} pages pinned, heap {} B (was {} B), \
+             {} stage-2 frames (were {})",
+            dom.id.0,
+            now.0,
+            first.0,
+            now.1,
+            first.1
+        );
+    }
+    // The previous kernel's timers must not fire into the new one.
+    // SAFETY: CNTV_CTL_EL0 and CNTP_CTL_EL0 belong to the guest of this pCPU, which is
+    // not running; 0 disables both timers.
+    unsafe {
+        core::arch::asm!(
+            "msr cntv_ctl_el0, xzr",
+            "msr cntp_ctl_el0, xzr",
+            "isb",
+            options(nostack)
+        )
+    };
+    let boot_pcpu = dom.vm.lock().vcpus()[0].pcpu;
+    if boot_pcpu == cpu {
+        run_vcpu(cpu, STACK_TOPS[cpu % MAX_CPUS].load(Ordering::Relaxed))
+    }
+    if start_vcpu(dom, 0, dom.entry, dom.dtb.raw()) != 0 {
+        log::error!(
+            "d{}: its boot vCPU's pCPU did not start after the reset",
+            dom.id.0
+        );
+    }
 }
 
 /// On the way back to a guest: if its domain is going away, stop this vCPU instead.
@@ -863,6 +950,9 @@ pub(crate) fn stop_if_dying(dom: &'static Domain, vcpu: usize) {
     };
     if last {
         destroy(dom);
+        if dom.reset.load(Ordering::Relaxed) {
+            restart(dom, cpu_index());
+        }
     }
     stop_this_cpu(dom, cpu_index())
 }

@@ -58,6 +58,16 @@ impl HvFrames {
     }
 }
 
+/// Stage-2 frames handed out and not yet freed (for the `d` key and reset accounting).
+pub fn frames_in_use() -> usize {
+    FREE.lock().iter().map(|w| w.count_zeros() as usize).sum()
+}
+
+/// Heap bytes allocated and not yet freed.
+pub fn heap_in_use() -> usize {
+    HEAP.lock().stats_alloc_actual()
+}
+
 /// Is `[addr, addr + len)` inside the heap area? (Mediator pages come from the heap.)
 pub fn heap_contains(addr: u64, len: u64) -> bool {
     let start = core::ptr::addr_of!(HEAP_AREA) as u64;

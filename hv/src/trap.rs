@@ -122,7 +122,8 @@ fn psci_call(dom: &'static Domain, vcpu: usize, frame: &mut TrapFrame, call: &Ca
         // domU's ends the domU alone.
         Action::SystemOff if dom.id.0 == 0 => crate::firmware_system(dom, psci::SYSTEM_OFF),
         Action::SystemReset if dom.id.0 == 0 => crate::firmware_system(dom, psci::SYSTEM_RESET),
-        Action::SystemOff | Action::SystemReset => crate::domain_stopping(dom, vcpu, cpu),
+        Action::SystemOff => crate::domain_stopping(dom, vcpu, cpu, false),
+        Action::SystemReset => crate::domain_stopping(dom, vcpu, cpu, true),
     }
 }
 

@@ -322,11 +322,27 @@ fn hypervisor_key(b: u8) {
             for dom in crate::domains() {
                 let vm = dom.vm.lock();
                 crate::print!(
-                    "(moat) d{}: {:?}, VMID {}, {} pinned pages, vCPUs:",
+                    "(moat) d{}: {:?}, VMID {}, {} pinned pages, ",
                     dom.id.0,
                     vm.state(),
                     dom.vmid,
                     dom.pins.lock().len()
+                );
+                match crate::tee::vm_stats(dom.id.0).filter(|_| dom.tee) {
+                    Some(st) => crate::print!(
+                        "OP-TEE client {} ({} open calls, {} waiting on RPC, {} buffers), ",
+                        dom.id.0 + 1,
+                        st.calls,
+                        st.waiting,
+                        st.buffers
+                    ),
+                    None => crate::print!("no TEE, "),
+                }
+                crate::print!(
+                    "{} resets; heap {} B, {} stage-2 frames in use; vCPUs:",
+                    dom.resets.load(Ordering::Relaxed),
+                    crate::mem::heap_in_use(),
+                    crate::mem::frames_in_use()
                 );
                 for (i, v) in vm.vcpus().iter().enumerate() {
                     crate::print!(" {}={:?}@pCPU{}", i, v.state, v.pcpu);
