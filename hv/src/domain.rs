@@ -485,6 +485,7 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
             vcpus: p.pcpus.len() as u32,
             bootargs: cfg.dom0.bootargs.as_deref(),
             initrd: cfg.dom0.ramdisk.as_ref().map(|m| m.range),
+            tee: p.dom0_tee,
         },
     )
     .map_err(hv_core::error::Error::from)?;

@@ -866,11 +866,8 @@ pub(crate) fn domain_stopping(dom: &'static Domain, vcpu: usize, cpu: usize, res
     for p in others {
         gic::send_sgi(gic::KICK_SGI, mpidr_of(p));
     }
-    if dom.vm.lock().state() == hv_core::vm::VmState::Destroyed {
-        destroy(dom);
-        if reset {
-            restart(dom, cpu);
-        }
+    if dom.vm.lock().state() == hv_core::vm::VmState::Destroyed && destroy(dom) && reset {
+        restart(dom, cpu);
     }
     stop_this_cpu(dom, cpu)
 }
@@ -948,24 +945,33 @@ pub(crate) fn stop_if_dying(dom: &'static Domain, vcpu: usize) {
         let _ = vm.vcpu_stopped(vcpu);
         vm.state() == hv_core::vm::VmState::Destroyed
     };
-    if last {
-        destroy(dom);
-        if dom.reset.load(Ordering::Relaxed) {
-            restart(dom, cpu_index());
-        }
+    if last && destroy(dom) && dom.reset.load(Ordering::Relaxed) {
+        restart(dom, cpu_index());
     }
     stop_this_cpu(dom, cpu_index())
 }
 
 /// A domU's last vCPU stopped: tell OP-TEE (VM_DESTROYED, after the mediator released the
 /// domain's calls, buffers and pins), and scrub its memory.
-fn destroy(dom: &Domain) {
+/// Returns whether this call tore it down (and it may be built again).
+fn destroy(dom: &Domain) -> bool {
     if dom.destroyed.swap(true, Ordering::AcqRel) {
-        return;
+        return false;
     }
     if dom.tee {
         match tee::vm_destroyed(dom) {
             Ok(()) => log::info!("d{}: OP-TEE told (VM_DESTROYED)", dom.id.0),
+            Err(mediator::Error::CallsInFlight) => {
+                // Cannot happen once every vCPU stopped (a vCPU stops only on its way back
+                // to the guest, never inside an SMC): a moat bug. OP-TEE may still use the
+                // domain's pages, so they are neither scrubbed nor reused.
+                log::error!(
+                    "d{}: an OP-TEE call is still in flight after its last vCPU stopped; its \
+                     memory is kept as it is",
+                    dom.id.0
+                );
+                return false;
+            }
             Err(e) => log::warn!("d{}: OP-TEE's VM_DESTROYED failed: {e:?}", dom.id.0),
         }
     }
@@ -978,6 +984,7 @@ fn destroy(dom: &Domain) {
         dom.frames.map_or(0, |f| f.len() >> 20),
         dom.pins.lock().len()
     );
+    true
 }
 
 /// SYSTEM_OFF or SYSTEM_RESET through the firmware: dom0 owns the machine, so its request

@@ -22,7 +22,8 @@
 //!  /chosen                              bootargs, linux,initrd-start/-end, stdout-path;
 //!                                       every xen,* / multiboot,* property and every
 //!                                       module or domU node dropped
-//!  /firmware/optee                      kept (dom0's SMCs trap to the mediator)
+//!  /firmware/optee                      kept (dom0's SMCs trap to the mediator); removed
+//!                                       with dom0_tee=no
 //!  /reserved-memory                     kept; OP-TEE's SHM keeps (or gets) `no-map`
 //!  /aliases                             entries naming a removed node dropped
 //! ```
@@ -96,6 +97,9 @@ pub struct Dom0Params<'a> {
     pub bootargs: Option<&'a str>,
     /// Where the hypervisor placed dom0's ramdisk.
     pub initrd: Option<Range<PhysAddr>>,
+    /// dom0 may call OP-TEE. Without it (`dom0_tee=no`), `/firmware/optee` is removed, as a
+    /// domU without the TEE never sees it: dom0's driver then does not probe at all.
+    pub tee: bool,
 }
 
 /// Dom0's DT and the RAM it describes.
@@ -161,6 +165,11 @@ pub fn build(host_dtb: &[u8], cfg: &BootConfig, p: &Dom0Params<'_>) -> Result<Do
             if r_is_shm || r.prop("no-map").is_some() {
                 r.set_prop("no-map", Vec::new());
             }
+        }
+    }
+    if !p.tee {
+        if let Some(fw) = tree.root.child_mut("firmware") {
+            fw.children.retain(|c| c.base_name() != "optee");
         }
     }
     drop_dangling_aliases(&mut tree);
@@ -381,6 +390,7 @@ mod tests {
             vcpus,
             bootargs: cfg.dom0.bootargs.as_deref(),
             initrd: Some(pa(0x4c00_0000, 0x80_0000)),
+            tee: true,
         };
         let dom0 = build(&host, &cfg, &p)?;
         Ok(Built {
@@ -535,6 +545,30 @@ mod tests {
     }
 
     #[test]
+    fn without_the_tee_dom0_sees_no_optee_node() {
+        let host = xen_tree().to_dtb().unwrap();
+        let cfg = BootConfig::parse(&host).unwrap();
+        let ram = [pa(0x4000_0000, 0x4000_0000)];
+        let p = Dom0Params {
+            ram: &ram,
+            vcpus: 1,
+            bootargs: None,
+            initrd: None,
+            tee: false,
+        };
+        let t = Tree::parse(&build(&host, &cfg, &p).unwrap().dtb).unwrap();
+        assert!(t.find("/firmware/optee").is_none());
+        assert!(t.find("/firmware").is_some() && t.find("/timer").is_some());
+        let with = Tree::parse(
+            &build(&host, &cfg, &Dom0Params { tee: true, ..p })
+                .unwrap()
+                .dtb,
+        )
+        .unwrap();
+        assert!(with.find("/firmware/optee").is_some());
+    }
+
+    #[test]
     fn secure_and_hypervisor_only_nodes_are_gone() {
         let b = default_build();
         let t = &b.tree;
@@ -563,6 +597,7 @@ mod tests {
             .find("/firmware/optee")
             .unwrap()
             .is_compatible("linaro,optee-tz"));
+
         assert!(t.find("/timer").is_some());
         assert!(t.find("/virtio_mmio@a000000").is_some());
         for (path, n) in nodes(t) {
@@ -591,6 +626,7 @@ mod tests {
             vcpus: 1,
             bootargs: None,
             initrd: None,
+            tee: true,
         };
         let d = build(host, &cfg, &p).unwrap();
         let t = Tree::parse(&d.dtb).unwrap();
@@ -625,6 +661,7 @@ mod tests {
             vcpus: 2,
             bootargs: None,
             initrd: None,
+            tee: true,
         };
         assert_eq!(
             build(&host, &cfg, &p),
@@ -652,6 +689,7 @@ mod tests {
             vcpus: 1,
             bootargs: None,
             initrd: None,
+            tee: true,
         };
         let t = Tree::parse(&build(&host, &cfg, &p).unwrap().dtb).unwrap();
         let a = t.find("/aliases").unwrap();
