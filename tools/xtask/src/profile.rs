@@ -90,8 +90,10 @@ pub struct QemuArgs {
     /// moat has 8 per-CPU stacks).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=MAX_SMP as i64))]
     pub smp: u32,
-    /// RAM of the emulated board, in MiB.
-    #[arg(long, default_value_t = 2048)]
+    /// RAM of the emulated board, in MiB: 1024 to 16384 (the fixed load layout puts BL33 at
+    /// 0x60000000, 512 MiB in, and the domUs' modules above it); at least 1280 under a
+    /// hypervisor, whose dom0 gets 1024 MiB.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1024..=16384))]
     pub mem: u32,
     /// Start QEMU's gdb stub on port 1234 with the CPUs halted at reset, and print the
     /// gdb-multiarch command that attaches with the hypervisor's symbols.
@@ -143,6 +145,9 @@ pub const FATAL_EXIT: u8 = 125;
 /// and moat (`hv::MAX_CPUS`) both stop at 8.
 pub const MAX_SMP: u32 = 8;
 
+/// The least `--mem` under a hypervisor: dom0's 1024 MiB, moat's 14 MiB and OP-TEE's SHM.
+pub const MIN_MEM_WITH_HV: u32 = 1280;
+
 /// Is `--smp n` a board TF-A and moat can run?
 pub fn check_smp(n: u32) -> std::result::Result<(), String> {
     if (1..=MAX_SMP).contains(&n) {
@@ -176,6 +181,15 @@ pub fn check_args(args: &QemuArgs) -> std::result::Result<(), clap::Error> {
         )
     };
     check_smp(args.smp).map_err(|why| invalid("--smp <SMP>", &args.smp.to_string(), why))?;
+    if args.hv != Hv::None && args.mem < MIN_MEM_WITH_HV {
+        return Err(invalid(
+            "--mem <MEM>",
+            &args.mem.to_string(),
+            format!(
+                "dom0 gets 1024 MiB under a hypervisor: use {MIN_MEM_WITH_HV} or more (or --hv none)"
+            ),
+        ));
+    }
     if let (Hv::Moat, Some(extra)) = (args.hv, &args.hv_args) {
         check_moat_args(extra).map_err(|why| invalid("--hv-args <OPTIONS>", extra, why))?;
     }

@@ -354,6 +354,12 @@ fn run_one(ctx: &mut profile::Ctx, s: &Scenario) -> Result<Vec<String>> {
     }
     if !s.unchecked {
         profile::check_smp(s.smp).map_err(|e| anyhow::anyhow!("smp: {e}"))?;
+        anyhow::ensure!(
+            (1024..=16384).contains(&s.mem)
+                && (s.hv == HvName::None || s.mem >= profile::MIN_MEM_WITH_HV),
+            "mem: {} MiB is outside what `cargo xtask qemu --mem` accepts",
+            s.mem
+        );
         if let (HvName::Moat, Some(extra)) = (s.hv, &s.hv_args) {
             profile::check_moat_args(extra).map_err(|e| anyhow::anyhow!("hv_args: {e}"))?;
         }
