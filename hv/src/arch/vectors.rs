@@ -13,13 +13,13 @@
 use super::TrapFrame;
 
 // SAFETY: the vector table and the entry/exit paths. Each saves the full TrapFrame layout
-// (31 GPRs, ELR_EL2, SPSR_EL2: `TRAP_FRAME_SIZE` bytes) on SP_EL2, which `boot` set to this
+// (31 GPRs, ELR_EL2, SPSR_EL2: `FRAME_SIZE` bytes) on SP_EL2, which `boot` set to this
 // CPU's own stack, calls into Rust with a pointer to it, restores it and returns with
 // `eret`. The table is 2 KiB aligned as VBAR_EL2 requires, each entry within 128 bytes.
 core::arch::global_asm!(
     r#"
 .macro SAVE_FRAME
-    sub     sp, sp, #272
+    sub     sp, sp, #{frame}
     stp     x0, x1, [sp, #0]
     stp     x2, x3, [sp, #16]
     stp     x4, x5, [sp, #32]
@@ -37,8 +37,8 @@ core::arch::global_asm!(
     stp     x28, x29, [sp, #224]
     mrs     x0, elr_el2
     mrs     x1, spsr_el2
-    stp     x30, x0, [sp, #240]
-    str     x1, [sp, #256]
+    stp     x30, x0, [sp, #{x30}]
+    str     x1, [sp, #{spsr}]
 .endm
 
 .macro VECTOR handler
@@ -77,8 +77,8 @@ moat_vectors:
     .section .text
     .global moat_restore_frame
 moat_restore_frame:
-    ldr     x1, [sp, #256]
-    ldp     x30, x0, [sp, #240]
+    ldr     x1, [sp, #{spsr}]
+    ldp     x30, x0, [sp, #{x30}]
     msr     elr_el2, x0
     msr     spsr_el2, x1
     ldp     x0, x1, [sp, #0]
@@ -96,7 +96,7 @@ moat_restore_frame:
     ldp     x24, x25, [sp, #192]
     ldp     x26, x27, [sp, #208]
     ldp     x28, x29, [sp, #224]
-    add     sp, sp, #272
+    add     sp, sp, #{frame}
     eret
 
     // moat_enter_guest(frame: *const TrapFrame, stack_top: u64): reset SP to an empty
@@ -105,16 +105,33 @@ moat_restore_frame:
     .global moat_enter_guest
 moat_enter_guest:
     mov     sp, x1
-    sub     sp, sp, #272
+    sub     sp, sp, #{frame}
     mov     x2, #0
 1:  ldr     x3, [x0, x2]
     str     x3, [sp, x2]
     add     x2, x2, #8
-    cmp     x2, #272
+    cmp     x2, #{frame}
     b.lo    1b
     b       moat_restore_frame
-"#
+"#,
+    frame = const FRAME_SIZE,
+    x30 = const X30_OFFSET,
+    spsr = const SPSR_OFFSET,
 );
+
+/// The frame's size and the offsets the assembly uses, from the Rust layout itself, so the
+/// two can never drift apart.
+const FRAME_SIZE: usize = core::mem::size_of::<TrapFrame>();
+const X30_OFFSET: usize = core::mem::offset_of!(TrapFrame, x) + 30 * 8;
+const SPSR_OFFSET: usize = core::mem::offset_of!(TrapFrame, spsr);
+// `stp x30, x0` stores ELR_EL2 (in x0) right after x30; x0..x29 go pairwise from offset
+// 0; SP_EL2 stays 16-byte aligned; immediates fit `stp`/`ldr`/`sub`.
+const _: () = {
+    assert!(core::mem::offset_of!(TrapFrame, x) == 0);
+    assert!(core::mem::offset_of!(TrapFrame, elr) == X30_OFFSET + 8);
+    assert!(FRAME_SIZE.is_multiple_of(16) && FRAME_SIZE < 4096);
+    assert!(SPSR_OFFSET + 8 <= FRAME_SIZE);
+};
 
 extern "C" {
     static moat_vectors: u8;
