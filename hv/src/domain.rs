@@ -68,6 +68,23 @@ pub struct Limiters {
     pub cpu_on_failed: hv_core::ratelimit::Limiter,
 }
 
+/// A domain's shutdown and reset state, beside the VM state machine: read on every return
+/// to the guest, so atomics rather than the VM's lock.
+#[derive(Default)]
+pub struct Lifecycle {
+    /// A vCPU asked for SYSTEM_OFF/RESET: every other vCPU stops on its next exit.
+    pub dying: core::sync::atomic::AtomicBool,
+    /// Torn down (once, by whichever vCPU stopped last).
+    pub destroyed: core::sync::atomic::AtomicBool,
+    /// The shutdown asked for is a reset: the domain is built again from `rebuild`.
+    pub reset: core::sync::atomic::AtomicBool,
+    /// Resets so far.
+    pub resets: core::sync::atomic::AtomicU32,
+    /// Heap bytes and stage-2 frames in use after the first reset: every later reset must
+    /// come back to them, or moat leaks per cycle.
+    pub baseline: Mutex<Option<(usize, usize)>>,
+}
+
 /// A running domain.
 pub struct Domain {
     /// Its id: 0 for dom0, then the domUs in DT order (`d<id>` in every log line).
@@ -112,18 +129,8 @@ pub struct Domain {
     pub pins: crate::tee::Pins,
     /// The domain may call OP-TEE (it was announced with VM_CREATED).
     pub tee: bool,
-    /// A vCPU asked for SYSTEM_OFF/RESET: every other vCPU stops on its next exit (read on
-    /// every return to the guest, so an atomic rather than the VM's lock).
-    pub dying: core::sync::atomic::AtomicBool,
-    /// Torn down (once, by whichever vCPU stopped last).
-    pub destroyed: core::sync::atomic::AtomicBool,
-    /// The shutdown asked for is a reset: the domain is built again from `rebuild`.
-    pub reset: core::sync::atomic::AtomicBool,
-    /// Resets so far.
-    pub resets: core::sync::atomic::AtomicU32,
-    /// Heap bytes and stage-2 frames in use when the domain was first torn down for a
-    /// reset: every later reset must come back to them, or moat leaks per cycle.
-    pub reset_baseline: Mutex<Option<(usize, usize)>>,
+    /// Where it is in its shutdown and reset cycle.
+    pub life: Lifecycle,
     /// What a domU is (re)built from: its plan and its DT.
     pub rebuild: Option<(hv_core::domu::DomUPlan, Vec<u8>)>,
     /// The physical frames behind its RAM when they are not its IPAs (a domU's, scrubbed
@@ -250,11 +257,7 @@ pub fn build_domu(
         host_gicr: (host_gicr.start.raw(), host_gicr.len()),
         pins: Mutex::new(alloc::collections::BTreeMap::new()),
         tee: plan.tee,
-        dying: core::sync::atomic::AtomicBool::new(false),
-        destroyed: core::sync::atomic::AtomicBool::new(false),
-        reset: core::sync::atomic::AtomicBool::new(false),
-        resets: core::sync::atomic::AtomicU32::new(0),
-        reset_baseline: Mutex::new(None),
+        life: Lifecycle::default(),
         rebuild: Some((plan.clone(), dtb.to_vec())),
         frames: match (banks.first(), banks.last()) {
             (Some(a), Some(b)) => Some(Range {
@@ -325,11 +328,14 @@ impl Domain {
         *self.vuart.lock() = Vpl011::new();
         *self.vm.lock() = domu_vm(plan)?;
         self.pins.lock().clear();
-        self.reset
+        self.life
+            .reset
             .store(false, core::sync::atomic::Ordering::Relaxed);
-        self.dying
+        self.life
+            .dying
             .store(false, core::sync::atomic::Ordering::Relaxed);
-        self.destroyed
+        self.life
+            .destroyed
             .store(false, core::sync::atomic::Ordering::Release);
         Ok(())
     }
@@ -609,11 +615,7 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
         host_gicr: (host_gicr.start.raw(), host_gicr.len()),
         pins: Mutex::new(alloc::collections::BTreeMap::new()),
         tee: p.dom0_tee,
-        dying: core::sync::atomic::AtomicBool::new(false),
-        destroyed: core::sync::atomic::AtomicBool::new(false),
-        reset: core::sync::atomic::AtomicBool::new(false),
-        resets: core::sync::atomic::AtomicU32::new(0),
-        reset_baseline: Mutex::new(None),
+        life: Lifecycle::default(),
         rebuild: None,
         frames: None,
     })

@@ -853,8 +853,8 @@ pub(crate) fn domain_stopping(dom: &'static Domain, vcpu: usize, cpu: usize, res
         dom.id.0,
         if reset { "reset" } else { "powered off" }
     );
-    dom.reset.store(reset, Ordering::Relaxed);
-    dom.dying.store(true, Ordering::Release);
+    dom.life.reset.store(reset, Ordering::Relaxed);
+    dom.life.dying.store(true, Ordering::Release);
     let others: Vec<usize> = dom
         .vm
         .lock()
@@ -886,12 +886,12 @@ fn restart(dom: &'static Domain, cpu: usize) {
             return;
         }
     }
-    let n = dom.resets.fetch_add(1, Ordering::Relaxed) + 1;
+    let n = dom.life.resets.fetch_add(1, Ordering::Relaxed) + 1;
     // What a reset cycle must give back: measured after the rebuild, compared with the
     // first cycle's (the first keeps what the domain's first life allocated for good,
     // such as its console's line buffer).
     let now = (mem::heap_in_use(), mem::frames_in_use());
-    let first = *dom.reset_baseline.lock().get_or_insert(now);
+    let first = *dom.life.baseline.lock().get_or_insert(now);
     let pinned = dom.pins.lock().len();
     if now == first && pinned == 0 {
         log::info!(
@@ -937,7 +937,7 @@ fn restart(dom: &'static Domain, cpu: usize) {
 
 /// On the way back to a guest: if its domain is going away, stop this vCPU instead.
 pub(crate) fn stop_if_dying(dom: &'static Domain, vcpu: usize) {
-    if !dom.dying.load(Ordering::Acquire) {
+    if !dom.life.dying.load(Ordering::Acquire) {
         return;
     }
     let last = {
@@ -945,7 +945,7 @@ pub(crate) fn stop_if_dying(dom: &'static Domain, vcpu: usize) {
         let _ = vm.vcpu_stopped(vcpu);
         vm.state() == hv_core::vm::VmState::Destroyed
     };
-    if last && destroy(dom) && dom.reset.load(Ordering::Relaxed) {
+    if last && destroy(dom) && dom.life.reset.load(Ordering::Relaxed) {
         restart(dom, cpu_index());
     }
     stop_this_cpu(dom, cpu_index())
@@ -955,7 +955,7 @@ pub(crate) fn stop_if_dying(dom: &'static Domain, vcpu: usize) {
 /// domain's calls, buffers and pins), and scrub its memory.
 /// Returns whether this call tore it down (and it may be built again).
 fn destroy(dom: &Domain) -> bool {
-    if dom.destroyed.swap(true, Ordering::AcqRel) {
+    if dom.life.destroyed.swap(true, Ordering::AcqRel) {
         return false;
     }
     if dom.tee {

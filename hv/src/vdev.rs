@@ -340,7 +340,7 @@ fn hypervisor_key(b: u8) {
                 }
                 crate::print!(
                     "{} resets; heap {} B, {} stage-2 frames in use; vCPUs:",
-                    dom.resets.load(Ordering::Relaxed),
+                    dom.life.resets.load(Ordering::Relaxed),
                     crate::mem::heap_in_use(),
                     crate::mem::frames_in_use()
                 );

@@ -89,6 +89,33 @@ fn cells(val: u64) -> [String; 2] {
     [(val >> 32).to_string(), (val & 0xffff_ffff).to_string()]
 }
 
+/// The `fdtput` invocations that create boot module `m` under `parent` (two-cell `reg`).
+fn module_args(dtb: &str, parent: &str, m: &Module) -> Vec<Vec<String>> {
+    let node = format!("{parent}/module@{:x}", m.addr);
+    let mut reg: Vec<String> = vec![
+        "-t".into(),
+        "u".into(),
+        dtb.into(),
+        node.clone(),
+        "reg".into(),
+    ];
+    reg.extend(cells(m.addr));
+    reg.extend(cells(m.size));
+    vec![
+        vec!["-c".into(), dtb.into(), node.clone()],
+        vec![
+            "-t".into(),
+            "s".into(),
+            dtb.into(),
+            node,
+            "compatible".into(),
+            m.kind.into(),
+            "multiboot,module".into(),
+        ],
+        reg,
+    ]
+}
+
 /// The `fdtput` invocations that write `chosen` into a DTB file, as data.
 pub fn fdtput_args(dtb: &Path, chosen: &Chosen) -> Vec<Vec<String>> {
     let d = dtb.display().to_string();
@@ -126,21 +153,7 @@ pub fn fdtput_args(dtb: &Path, chosen: &Chosen) -> Vec<Vec<String>> {
         }
     }
     for m in &chosen.modules {
-        let node = format!("/chosen/module@{:x}", m.addr);
-        v.push(vec!["-c".into(), d.clone(), node.clone()]);
-        v.push(vec![
-            "-t".into(),
-            "s".into(),
-            d.clone(),
-            node.clone(),
-            "compatible".into(),
-            m.kind.into(),
-            "multiboot,module".into(),
-        ]);
-        let mut reg = vec!["-t".into(), "u".into(), d.clone(), node, "reg".into()];
-        reg.extend(cells(m.addr));
-        reg.extend(cells(m.size));
-        v.push(reg);
+        v.extend(module_args(&d, "/chosen", m));
     }
     // fdtput -c puts a new node before its existing siblings: create the domains (and each
     // domain's modules) last first, so the DT lists them in order (moat numbers domUs in
@@ -168,21 +181,7 @@ pub fn fdtput_args(dtb: &Path, chosen: &Chosen) -> Vec<Vec<String>> {
         }
         v.push(prop("s", "bootargs", std::slice::from_ref(&dom.bootargs)));
         for m in dom.modules.iter().rev() {
-            let mnode = format!("{node}/module@{:x}", m.addr);
-            v.push(vec!["-c".into(), d.clone(), mnode.clone()]);
-            v.push(vec![
-                "-t".into(),
-                "s".into(),
-                d.clone(),
-                mnode.clone(),
-                "compatible".into(),
-                m.kind.into(),
-                "multiboot,module".into(),
-            ]);
-            let mut reg = vec!["-t".into(), "u".into(), d.clone(), mnode, "reg".into()];
-            reg.extend(cells(m.addr));
-            reg.extend(cells(m.size));
-            v.push(reg);
+            v.extend(module_args(&d, &node, m));
         }
     }
     if let Some((start, end)) = chosen.initrd {
