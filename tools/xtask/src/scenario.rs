@@ -268,6 +268,7 @@ fn run_one(ctx: &mut profile::Ctx, s: &Scenario) -> Result<Vec<String>> {
         smp: s.smp,
         mem_mib: s.mem,
         el2: s.el2,
+        deterministic: false,
     };
     if s.xen_toolstack && s.hv != HvName::Xen {
         anyhow::bail!("scenario {}: xen_toolstack needs hv = \"xen\"", s.name);
