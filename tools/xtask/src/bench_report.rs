@@ -468,7 +468,6 @@ pub fn el2_table(configs: &[Config]) -> Result<String> {
     for (kind, title) in [
         ("temp", "per page, temp memref ((128 pages − 1 page) / 127)"),
         ("shm", "per page, SHM register + release ((128 − 1) / 127)"),
-        ("memref", "per page, registered memref ((128 − 1) / 127)"),
     ] {
         let per = |c: &Config| -> Option<f64> {
             let hi = c.el_median(&format!("{kind}-128"), "el2")? as f64;
