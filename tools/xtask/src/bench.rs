@@ -43,6 +43,11 @@ pub struct BenchArgs {
         default_value = "none,xen,moat"
     )]
     pub hv: Vec<Hv>,
+    /// Also run xtest's own benchmark suite (`xtest -t benchmark`: trusted storage, SHA,
+    /// AES) once per configuration, in a boot of its own, and add its figures to the report
+    /// (about 5 more minutes per configuration).
+    #[arg(long)]
+    pub xtest: bool,
     /// Give up a boot after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
@@ -52,6 +57,8 @@ pub struct BenchArgs {
 
 /// What the guest runs.
 const COMMAND: &str = "moat-bench";
+/// What the guest runs with `--xtest`.
+const XTEST_COMMAND: &str = "xtest -t benchmark";
 
 /// The committed thresholds `--check` compares moat with.
 fn thresholds_path() -> std::path::PathBuf {
@@ -76,14 +83,24 @@ struct Boot {
     wall: f64,
 }
 
-fn boot(p: &profile::Prepared, inst: &Instruments, dir: &Path, timeout: Duration) -> Result<Boot> {
-    let overlay = instruments::overlay(inst, COMMAND)?;
+/// Boot `p` with the instruments and run `cmd`; with `plugin`, count per EL with elcount.
+fn boot(
+    p: &profile::Prepared,
+    inst: &Instruments,
+    dir: &Path,
+    timeout: Duration,
+    cmd: &str,
+    plugin: bool,
+) -> Result<Boot> {
+    let overlay = instruments::overlay(inst, cmd)?;
     let mut inv = profile::invocation_with_overlay(p, Some(overlay), dir, Console::Captured)?;
     let el_path = dir.join("elcount.txt");
-    inv.plugin = Some((
-        inst.plugin.clone(),
-        vec![format!("out={}", el_path.display())],
-    ));
+    if plugin {
+        inv.plugin = Some((
+            inst.plugin.clone(),
+            vec![format!("out={}", el_path.display())],
+        ));
+    }
     let console_log = dir.join("console.log");
     let start = Instant::now();
     let mut progress = 0usize;
@@ -119,13 +136,16 @@ fn boot(p: &profile::Prepared, inst: &Instruments, dir: &Path, timeout: Duration
         Outcome::Exited(code) => bail!("QEMU exited ({code:?}) before the bench ended\n  {logs}"),
         Outcome::TimedOut => bail!("timed out after {} s\n  {logs}", timeout.as_secs()),
     }
-    if !finished.qemu_exited {
+    if plugin && !finished.qemu_exited {
         bail!("QEMU did not exit after the guest powered off, so the plugin wrote no summary\n  {logs}");
     }
     Ok(Boot {
         console: std::fs::read_to_string(&console_log)?,
-        elcount: std::fs::read_to_string(&el_path)
-            .with_context(|| format!("reading {}", el_path.display()))?,
+        elcount: match plugin {
+            true => std::fs::read_to_string(&el_path)
+                .with_context(|| format!("reading {}", el_path.display()))?,
+            false => String::new(),
+        },
         cmdline: std::fs::read_to_string(dir.join("qemu-cmdline.txt"))?,
         wall,
     })
@@ -150,7 +170,14 @@ fn run_config(
         println!("==> bench: {name}, boot {k} of {}", args.repeat.max(1));
         let dir = out.join(format!("{name}-{k}"));
         std::fs::create_dir_all(&dir)?;
-        let b = boot(&p, inst, &dir, Duration::from_secs(args.timeout))?;
+        let b = boot(
+            &p,
+            inst,
+            &dir,
+            Duration::from_secs(args.timeout),
+            COMMAND,
+            true,
+        )?;
         // The initrd is the cached initramfs plus the overlay: not worth keeping per boot.
         let _ = std::fs::remove_file(dir.join("initrd.cpio"));
         println!("  ✓ {name}, boot {k}: {:.1}s", b.wall);
@@ -185,6 +212,28 @@ fn run_config(
         out.join(format!("{name}.stack.resolved")),
         resolve::record_text(&p.resolved),
     )?;
+    let xtest = match args.xtest {
+        false => None,
+        true => {
+            println!("==> bench: {name}, xtest -t benchmark");
+            let dir = out.join(format!("{name}-xtest"));
+            std::fs::create_dir_all(&dir)?;
+            let b = boot(
+                &p,
+                inst,
+                &dir,
+                Duration::from_secs(args.timeout),
+                XTEST_COMMAND,
+                false,
+            )?;
+            let _ = std::fs::remove_file(dir.join("initrd.cpio"));
+            println!("  ✓ {name}, xtest -t benchmark: {:.1}s", b.wall);
+            Some(
+                report::parse_xtest_benchmark(&b.console)
+                    .with_context(|| format!("{name}: xtest -t benchmark's output"))?,
+            )
+        }
+    };
     Ok(Config {
         name,
         client,
@@ -193,6 +242,7 @@ fn run_config(
         cmdline: first.cmdline.clone(),
         identical,
         console_identical,
+        xtest,
     })
 }
 
@@ -270,6 +320,14 @@ fn report_md(
             "\nPlugin: {} pages changed level (conflicts), {} accesses of an unknown MMU index, {} instructions forwarded to the next known level over the whole boot.",
             c.el.conflicts, c.el.unclassified, c.el.forwarded
         )?;
+    }
+    let xtest: Vec<(String, Vec<report::XtestCase>)> = configs
+        .iter()
+        .filter_map(|c| c.xtest.clone().map(|x| (c.name.clone(), x)))
+        .collect();
+    if !xtest.is_empty() {
+        s.push_str("\n## xtest's own benchmark suite (`xtest -t benchmark`)\n\nOP-TEE's benchmarks, as xtest prints them, booted once per configuration in the same deterministic mode. xtest times them with the guest's clock, which here is QEMU's virtual time: one virtual second is 10⁹ instructions, so `kB/s` and `µs` are per 10⁹ instructions, not real time. The storage tests go through tee-supplicant and the REE file system (ramfs).\n\n");
+        s.push_str(&report::xtest_table(&xtest));
     }
     s.push_str(
         "\n## Wall time (emulator time, not a measurement)\n\n| config | boots (s) |\n|---|---|\n",

@@ -302,6 +302,8 @@ pub struct Config {
     pub identical: bool,
     /// Whether the whole console logs were identical too.
     pub console_identical: bool,
+    /// `xtest -t benchmark`'s figures, with `--xtest`.
+    pub xtest: Option<Vec<XtestCase>>,
 }
 
 /// Check that the plugin saw one window per case with the right sample counts.
@@ -742,6 +744,123 @@ pub fn plots(configs: &[Config]) -> Result<Vec<(&'static str, String)>> {
     ])
 }
 
+/// One test of xtest's benchmark suite: its figures, in xtest's own units.
+#[derive(Clone, Debug, PartialEq)]
+pub struct XtestCase {
+    /// `benchmark_1001`.
+    pub id: String,
+    pub title: String,
+    /// (metric, value): `speed kB/s at 1024 B` or `mean µs`, `MiB/s`.
+    pub figures: Vec<(String, f64)>,
+}
+
+/// Parse `xtest -t benchmark`'s output out of a console log: the trusted-storage tables
+/// (size, time, speed) and the crypto lines (min/max/mean/stddev, MiB/s). Every test must
+/// end `OK` and the summary must say 0 failed.
+pub fn parse_xtest_benchmark(console: &str) -> Result<Vec<XtestCase>> {
+    let mut cases: Vec<XtestCase> = Vec::new();
+    let mut open: Option<XtestCase> = None;
+    let mut summary_ok = false;
+    for raw in console.lines() {
+        let line = raw.trim_end_matches('\r');
+        let t = line.trim();
+        if let Some(rest) = line.strip_prefix("* benchmark_") {
+            ensure!(
+                open.is_none(),
+                "benchmark_{rest} starts inside another test"
+            );
+            let (num, title) = rest.split_once(' ').unwrap_or((rest, ""));
+            open = Some(XtestCase {
+                id: format!("benchmark_{num}"),
+                title: title.to_string(),
+                figures: Vec::new(),
+            });
+            continue;
+        }
+        if t.ends_with("subtests of which 0 failed") {
+            summary_ok = true;
+        }
+        let Some(case) = open.as_mut() else {
+            continue;
+        };
+        if t == format!("{} OK", case.id) {
+            ensure!(!case.figures.is_empty(), "{} printed no figures", case.id);
+            cases.push(open.take().expect("an open test"));
+            continue;
+        }
+        ensure!(
+            !t.starts_with(&format!("{} FAILED", case.id)),
+            "xtest {} failed",
+            case.id
+        );
+        if t.starts_with("min=") {
+            // min=530.208us max=19770.4us mean=1276.21us stddev=1609.08us (cv 126.083%) (0.765208MiB/s)
+            let field = |name: &str| -> Result<f64> {
+                let v = t
+                    .split(' ')
+                    .find_map(|w| w.strip_prefix(name))
+                    .and_then(|w| w.strip_suffix("us"))
+                    .with_context(|| format!("no {name} in {t:?}"))?;
+                v.parse()
+                    .map_err(|_| anyhow::anyhow!("{name}{v} is not a number in {t:?}"))
+            };
+            case.figures.push(("min µs".into(), field("min=")?));
+            case.figures.push(("mean µs".into(), field("mean=")?));
+            let mib = t
+                .rsplit_once('(')
+                .and_then(|(_, r)| r.strip_suffix("MiB/s)"))
+                .with_context(|| format!("no MiB/s in {t:?}"))?;
+            case.figures.push((
+                "MiB/s".into(),
+                mib.parse()
+                    .map_err(|_| anyhow::anyhow!("{mib} is not a number in {t:?}"))?,
+            ));
+            continue;
+        }
+        let cols: Vec<&str> = t.split('|').map(str::trim).collect();
+        if cols.len() == 3 {
+            if let (Ok(size), Ok(speed)) = (cols[0].parse::<u64>(), cols[2].parse::<f64>()) {
+                case.figures.push((format!("kB/s at {size} B"), speed));
+            }
+        }
+    }
+    ensure!(open.is_none(), "xtest's output ends inside a test");
+    ensure!(summary_ok, "xtest's summary does not say `0 failed`");
+    ensure!(!cases.is_empty(), "xtest ran no benchmark");
+    Ok(cases)
+}
+
+/// The report's table of xtest's benchmarks, one column per configuration.
+pub fn xtest_table(results: &[(String, Vec<XtestCase>)]) -> String {
+    let mut s = String::from("| test | figure |");
+    for (name, _) in results {
+        write!(s, " {name} |").unwrap();
+    }
+    s.push_str("\n|---|---|");
+    s.push_str(&"---:|".repeat(results.len()));
+    s.push('\n');
+    let Some((_, first)) = results.first() else {
+        return s;
+    };
+    for case in first {
+        for (metric, _) in &case.figures {
+            write!(s, "| {} {} | {metric} |", case.id, case.title).unwrap();
+            for (_, cases) in results {
+                let v = cases
+                    .iter()
+                    .find(|c| c.id == case.id)
+                    .and_then(|c| c.figures.iter().find(|(m, _)| m == metric));
+                match v {
+                    Some((_, v)) => write!(s, " {v} |").unwrap(),
+                    None => s.push_str(" – |"),
+                }
+            }
+            s.push('\n');
+        }
+    }
+    s
+}
+
 /// `YYYYMMDDTHHMMSSZ` for a Unix time (UTC), for the report's directory.
 pub fn timestamp(unix: u64) -> String {
     let days = unix / 86_400;
@@ -906,6 +1025,7 @@ mod tests {
             cmdline: String::new(),
             identical: true,
             console_identical: true,
+            xtest: None,
         }
     }
 
@@ -963,6 +1083,48 @@ mod tests {
         assert_eq!(p.len(), 2);
         assert!(p[0].1.starts_with("<svg") && p[0].1.contains("temp-128"));
         assert!(p[0].1.contains("moat"));
+    }
+
+    const XTEST: &str = "\
+* benchmark_1001 TEE Trusted Storage Performance Test (WRITE)\r
+-----------------+---------------+----------------\r
+ Data Size (B) \t | Time (s)\t | Speed (kB/s)\t \r
+-----------------+---------------+----------------\r
+      256 \t |    0.025 \t |   10.000\r
+  1048576 \t |   27.492 \t |   37.247\r
+-----------------+---------------+----------------\r
+  benchmark_1001 OK\r
+ \r
+* benchmark_2001 TEE SHA Performance test (TA_SHA_SHA1)\r
+min=530.208us max=19770.4us mean=1276.21us stddev=1609.08us (cv 126.083%) (0.765208MiB/s)\r
+  benchmark_2001 OK\r
+24 subtests of which 0 failed\r
+";
+
+    #[test]
+    fn xtests_benchmarks_parse() {
+        let c = parse_xtest_benchmark(XTEST).unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].id, "benchmark_1001");
+        assert_eq!(
+            c[0].figures,
+            [
+                ("kB/s at 256 B".to_string(), 10.0),
+                ("kB/s at 1048576 B".to_string(), 37.247)
+            ]
+        );
+        assert_eq!(c[1].figures[1], ("mean µs".to_string(), 1276.21));
+        assert_eq!(c[1].figures[2], ("MiB/s".to_string(), 0.765208));
+        let t = xtest_table(&[("none".into(), c.clone()), ("moat".into(), c)]);
+        assert!(t.contains("| benchmark_2001 TEE SHA Performance test (TA_SHA_SHA1) | MiB/s | 0.765208 | 0.765208 |"), "{t}");
+    }
+
+    #[test]
+    fn failed_or_truncated_xtest_runs_are_refused() {
+        assert!(parse_xtest_benchmark(&XTEST.replace("0 failed", "1 failed")).is_err());
+        assert!(parse_xtest_benchmark(&XTEST.replace("  benchmark_2001 OK\r\n", "")).is_err());
+        assert!(parse_xtest_benchmark(&XTEST.replace("mean=1276.21us", "mean=x")).is_err());
+        assert!(parse_xtest_benchmark("no xtest here\n").is_err());
     }
 
     #[test]
