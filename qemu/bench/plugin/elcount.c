@@ -35,8 +35,9 @@
  *
  * Counting is per instruction: an inline add per instruction into its TB's counter,
  * attributed to the TB's level when the next TB starts (by then its memory callback has
- * run) and at every marker. (Under -icount an I/O access that forces a retranslation is
- * counted twice: QEMU restarts that instruction in a new block.)
+ * run) and at every marker. (Under -icount, an I/O access in the middle of a block makes
+ * QEMU retranslate and restart that instruction, so it may be counted twice; the sum of
+ * the levels stays within a few instructions of the counter's figure.)
  *
  * Arguments: out=<file> (required). The report, one line per window, then a summary:
  *

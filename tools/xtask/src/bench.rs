@@ -345,7 +345,12 @@ fn report_md(
         )?;
     }
     writeln!(s, "\nWhole bench: {total_wall:.0} s.\n")?;
-    writeln!(s, "## Inputs\n\nInstruments: {}.\n", inst.description)?;
+    writeln!(
+        s,
+        "## Inputs\n\nQEMU: {}. Instruments: {}.\n",
+        crate::host::qemu_version()?,
+        inst.description
+    )?;
     s.push_str("The resolved stack of each configuration is in `<config>.stack.resolved` next to this report. QEMU command lines:\n\n");
     for c in configs {
         writeln!(s, "- {}:\n  ```\n  {}\n  ```", c.name, c.cmdline.trim())?;
