@@ -416,7 +416,7 @@ pub fn test(args: &TestArgs) -> Result<u8> {
             check: true,
             hv: vec![profile::Hv::None, profile::Hv::Xen, profile::Hv::Moat],
             xtest: false,
-            timeout: 900,
+            timeout: 300,
             stack: args.stack.clone(),
         };
         match crate::bench::bench(&bench) {
