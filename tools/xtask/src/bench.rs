@@ -119,6 +119,11 @@ fn boot(
                 "    {progress:2}. {name:12} measured at {:5.1}s",
                 start.elapsed().as_secs_f64()
             );
+        } else if let Some(test) = line.strip_prefix("* benchmark_") {
+            println!(
+                "    benchmark_{test} at {:.1}s",
+                start.elapsed().as_secs_f64()
+            );
         } else if line.contains("moat-init: ready") {
             println!("    booted at {:.1}s", start.elapsed().as_secs_f64());
         }
@@ -132,7 +137,7 @@ fn boot(
     );
     match finished.outcome {
         Outcome::Done(0) => {}
-        Outcome::Done(code) => bail!("moat-bench exited with status {code}\n  {logs}"),
+        Outcome::Done(code) => bail!("`{cmd}` exited with status {code}\n  {logs}"),
         Outcome::Failed(line) => bail!("the guest failed: {line}\n  {logs}"),
         Outcome::Exited(code) => bail!("QEMU exited ({code:?}) before the bench ended\n  {logs}"),
         Outcome::TimedOut => bail!("timed out after {} s\n  {logs}", timeout.as_secs()),
