@@ -49,7 +49,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub xtest: bool,
     /// Give up a measuring boot after this many seconds (one takes well under a minute);
-    /// an `--xtest` boot gets three times as long.
+    /// an `--xtest` boot gets twice as long.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
     #[command(flatten)]
@@ -218,26 +218,34 @@ fn run_config(
         out.join(format!("{name}.stack.resolved")),
         resolve::record_text(&p.resolved),
     )?;
+    // xtest's suite runs in a boot of its own, with the plugin loaded as in the measuring
+    // boots: the plugin's instrumentation moves where icount lets interrupts in, so a boot
+    // without it runs slightly different instructions. A failure there is reported and
+    // does not cost the measurements.
     let xtest = match args.xtest {
         false => None,
         true => {
             println!("==> bench: {name}, xtest -t benchmark");
             let dir = out.join(format!("{name}-xtest"));
             std::fs::create_dir_all(&dir)?;
-            let b = boot(
+            let result = boot(
                 &p,
                 inst,
                 &dir,
-                Duration::from_secs(args.timeout * 3),
+                Duration::from_secs(args.timeout * 2),
                 XTEST_COMMAND,
-                false,
-            )?;
-            let _ = std::fs::remove_file(dir.join("initrd.cpio"));
-            println!("  ✓ {name}, xtest -t benchmark: {:.1}s", b.wall);
-            Some(
-                report::parse_xtest_benchmark(&b.console)
-                    .with_context(|| format!("{name}: xtest -t benchmark's output"))?,
+                true,
             )
+            .and_then(|b| {
+                println!("  ✓ {name}, xtest -t benchmark: {:.1}s", b.wall);
+                report::parse_xtest_benchmark(&b.console)
+            })
+            .map_err(|e| format!("{e:#}"));
+            let _ = std::fs::remove_file(dir.join("initrd.cpio"));
+            if let Err(e) = &result {
+                eprintln!("  ✗ {name}, xtest -t benchmark: {e}");
+            }
+            Some(result)
         }
     };
     Ok(Config {
@@ -329,8 +337,16 @@ fn report_md(
     }
     let xtest: Vec<(String, Vec<report::XtestCase>)> = configs
         .iter()
-        .filter_map(|c| c.xtest.clone().map(|x| (c.name.clone(), x)))
+        .filter_map(|c| match &c.xtest {
+            Some(Ok(x)) => Some((c.name.clone(), x.clone())),
+            _ => None,
+        })
         .collect();
+    for c in configs {
+        if let Some(Err(e)) = &c.xtest {
+            writeln!(s, "\n**xtest -t benchmark failed under {}:** {e}\n", c.name)?;
+        }
+    }
     if !xtest.is_empty() {
         s.push_str("\n## xtest's own benchmark suite (`xtest -t benchmark`)\n\nOP-TEE's benchmarks, as xtest prints them, booted once per configuration in the same deterministic mode. xtest times them with the guest's clock, which here is QEMU's virtual time: one virtual second is 10⁹ instructions, so `kB/s` and `µs` are per 10⁹ instructions, not real time. The storage tests go through tee-supplicant and the REE file system (ramfs).\n\n");
         s.push_str(&report::xtest_table(&xtest));
@@ -409,6 +425,12 @@ pub fn bench(args: &BenchArgs) -> Result<u8> {
         println!("{}", report::el2_table(&configs)?);
     }
     println!("report: {}", out.join("report.md").display());
+    let xtest_failed = configs.iter().any(|c| matches!(c.xtest, Some(Err(_))));
+    if xtest_failed {
+        eprintln!(
+            "bench: xtest -t benchmark failed in at least one configuration (see the report)"
+        );
+    }
     if args.check {
         let moat = configs
             .iter()
@@ -430,7 +452,7 @@ pub fn bench(args: &BenchArgs) -> Result<u8> {
         }
         println!("bench --check: moat is within {}", path.display());
     }
-    Ok(0)
+    Ok(u8::from(xtest_failed))
 }
 
 #[cfg(test)]

@@ -302,8 +302,8 @@ pub struct Config {
     pub identical: bool,
     /// Whether the whole console logs were identical too.
     pub console_identical: bool,
-    /// `xtest -t benchmark`'s figures, with `--xtest`.
-    pub xtest: Option<Vec<XtestCase>>,
+    /// `xtest -t benchmark`'s figures (or why there are none), with `--xtest`.
+    pub xtest: Option<std::result::Result<Vec<XtestCase>, String>>,
 }
 
 /// Check that the plugin saw one window per case with the right sample counts.
