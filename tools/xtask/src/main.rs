@@ -13,6 +13,11 @@
 //!        +-- xen::build        (--hv xen) stock Xen from Debian's source, OP-TEE mediator on
 //!        +-- dtb::prepare      QEMU's DTB (dumped with the same -bios) + /chosen
 //!        +-- qemu::Machine     the QEMU command line, as data; run with a timeout
+//!
+//!   cargo xtask bench  (none, xen, moat; deterministic QEMU)
+//!        +-- instruments       null TA, moat-bench client, elcount TCG plugin (qemu/bench/)
+//!        +-- bench             boot each configuration twice, require identical results
+//!        +-- bench_report      parse, statistics, report.md, CSV, SVG, --check
 //! ```
 //!
 //! Every artefact lands in the cache (`~/.cache/moat`, or `$MOAT_CACHE`) under a key
@@ -20,10 +25,13 @@
 //! so a second run reuses it and a changed flag or package rebuilds exactly what it affects.
 
 mod apt;
+mod bench;
+mod bench_report;
 mod cpio;
 mod debver;
 mod dtb;
 mod host;
+mod instruments;
 mod lock;
 mod moat;
 mod paths;
@@ -57,8 +65,15 @@ enum Cmd {
     /// a shell on the console; `poweroff` ends it (or Ctrl-] x to quit QEMU).
     Qemu(profile::QemuArgs),
     /// Run the host unit tests, build the EL2 image, and run the QEMU scenarios in
-    /// `tests/scenarios` (add --full for the long ones, such as xtest's whole suite).
+    /// `tests/scenarios` (add --full for the long ones, such as xtest's whole suite, and
+    /// `cargo xtask bench --check`).
     Test(scenario::TestArgs),
+    /// Count what a call into OP-TEE costs with no hypervisor, under Xen and under moat:
+    /// deterministic QEMU (one counter tick = one instruction), a null TA and a client,
+    /// instructions per exception level from a TCG plugin, each configuration booted twice
+    /// and required to give identical results. Writes target/moat/bench/<time>/report.md,
+    /// CSV and SVG plots. Not part of `cargo xtask test`.
+    Bench(bench::BenchArgs),
     /// Check formatting and run clippy with warnings denied, on host and target crates.
     Lint,
     /// Print the cache directory and what it holds.
@@ -77,6 +92,7 @@ fn main() -> ExitCode {
     let result: Result<u8> = match cli.cmd {
         Cmd::Qemu(args) => profile::qemu(&args),
         Cmd::Test(args) => scenario::test(&args),
+        Cmd::Bench(args) => bench::bench(&args),
         Cmd::Lint => lint().map(|()| 0),
         Cmd::Cache => cache_info().map(|()| 0),
         Cmd::Stack { cmd } => stack_cmd::run(&cmd),

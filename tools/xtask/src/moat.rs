@@ -106,6 +106,7 @@ mod tests {
             smp: 2,
             mem_mib: 2048,
             el2: true,
+            deterministic: false,
         };
         assert_eq!(hv_bootargs(&m), "dom0_mem=1024M dom0_max_vcpus=2");
     }

@@ -458,10 +458,22 @@ pub fn invocation(
     dir: &Path,
     console: Console,
 ) -> Result<Invocation> {
-    let initrd = match run {
-        Some(cmd) => {
+    let overlay = run.map(rootfs::run_overlay).transpose()?;
+    invocation_with_overlay(p, overlay, dir, console)
+}
+
+/// [`invocation`] with any cpio `overlay` appended to the initramfs (the bench adds its
+/// instruments and command this way).
+pub fn invocation_with_overlay(
+    p: &Prepared,
+    overlay: Option<Vec<u8>>,
+    dir: &Path,
+    console: Console,
+) -> Result<Invocation> {
+    let initrd = match overlay {
+        Some(extra) => {
             let mut bytes = std::fs::read(&p.initramfs)?;
-            bytes.extend(rootfs::run_overlay(cmd)?);
+            bytes.extend(extra);
             let path = dir.join("initrd.cpio");
             std::fs::write(&path, bytes)?;
             path
@@ -569,6 +581,7 @@ pub fn invocation(
         console,
         secure_log: dir.join("secure.log"),
         gdb_port: None,
+        plugin: None,
     })
 }
 
@@ -619,6 +632,7 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
         smp: args.smp,
         mem_mib: args.mem,
         el2: true,
+        deterministic: false,
     };
     let choice = Choice {
         optee: args.optee,

@@ -25,39 +25,67 @@ pub struct Machine {
     /// The CPUs implement EL2 (`virtualization=on`). Off only to show what a hypervisor
     /// does when it is entered at EL1.
     pub el2: bool,
+    /// Deterministic mode (`cargo xtask bench`): see [`DETERMINISTIC_ARGS`]. Off for
+    /// `qemu` and `test`, whose scenarios run on wall-clock time.
+    pub deterministic: bool,
 }
+
+/// The generic timer's frequency in deterministic mode: with `-icount shift=0` one
+/// instruction is one nanosecond of virtual time, so at 1 GHz one counter tick is one
+/// instruction. (QEMU 7.2's `-cpu max` defaults to 62.5 MHz, 16 instructions a tick; its
+/// `cntfrq` CPU property sets both the counter's rate and CNTFRQ_EL0's reset value, which
+/// the bench client reads back in the guest.)
+pub const DETERMINISTIC_CNTFRQ: u64 = 1_000_000_000;
+
+/// QEMU options of deterministic mode besides the CPU and board properties: every guest
+/// instruction advances virtual time by 1 ns and idle time is skipped (`sleep=off`), the
+/// RTC runs on that virtual clock from a fixed date, and QEMU's own random numbers (RNDR,
+/// the DTB's seeds) come from a fixed seed. Two runs then execute the same instructions.
+pub const DETERMINISTIC_ARGS: &[&str] = &[
+    "-icount",
+    "shift=0,sleep=off",
+    "-rtc",
+    "base=2024-01-01T00:00:00,clock=vm",
+    "-seed",
+    "1",
+];
 
 impl Machine {
     /// Arguments that describe the board (and nothing that is loaded into it): these also
     /// key the dumped DTB.
     pub fn board_args(&self) -> Vec<String> {
-        [
-            // TrustZone (secure=on) and EL2 (virtualization=on); Debian's OP-TEE drives a GICv3.
-            "-machine",
-            if self.el2 {
-                "virt,secure=on,virtualization=on,gic-version=3"
-            } else {
-                "virt,secure=on,virtualization=off,gic-version=3"
-            },
-            // pauth-impdef: QEMU's cheap pointer-auth algorithm; the architected one is slow
-            // under TCG and the guest cannot tell the difference.
-            "-cpu",
-            "max,pauth-impdef=on",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([
-            "-smp".into(),
-            self.smp.to_string(),
-            "-m".into(),
-            format!("{}M", self.mem_mib),
-            // No NIC: nothing in the stack uses one, and it needs an option ROM.
-            "-nic".into(),
-            "none".into(),
-            "-display".into(),
-            "none".into(),
-        ])
-        .collect()
+        // TrustZone (secure=on) and EL2 (virtualization=on); Debian's OP-TEE drives a GICv3.
+        let mut machine = format!(
+            "virt,secure=on,virtualization={},gic-version=3",
+            if self.el2 { "on" } else { "off" }
+        );
+        // pauth-impdef: QEMU's cheap pointer-auth algorithm; the architected one is slow
+        // under TCG and the guest cannot tell the difference.
+        let mut cpu = "max,pauth-impdef=on".to_string();
+        if self.deterministic {
+            // No random kaslr-seed / rng-seed in the DTB, and a 1 GHz counter.
+            machine.push_str(",dtb-randomness=off");
+            cpu.push_str(&format!(",cntfrq={DETERMINISTIC_CNTFRQ}"));
+        }
+        let extra = match self.deterministic {
+            true => DETERMINISTIC_ARGS,
+            false => &[],
+        };
+        ["-machine".to_string(), machine, "-cpu".to_string(), cpu]
+            .into_iter()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .chain([
+                "-smp".into(),
+                self.smp.to_string(),
+                "-m".into(),
+                format!("{}M", self.mem_mib),
+                // No NIC: nothing in the stack uses one, and it needs an option ROM.
+                "-nic".into(),
+                "none".into(),
+                "-display".into(),
+                "none".into(),
+            ])
+            .collect()
     }
 }
 
@@ -84,6 +112,8 @@ pub struct Invocation {
     pub secure_log: PathBuf,
     /// Start a gdb stub on this TCP port, with the CPUs halted at reset.
     pub gdb_port: Option<u16>,
+    /// A TCG plugin and its arguments (`-plugin file=<so>,<arg>,...`).
+    pub plugin: Option<(PathBuf, Vec<String>)>,
 }
 
 impl Invocation {
@@ -126,6 +156,14 @@ impl Invocation {
         ]);
         if let Some(port) = self.gdb_port {
             a.extend(["-gdb".into(), format!("tcp::{port}"), "-S".into()]);
+        }
+        if let Some((so, args)) = &self.plugin {
+            let mut spec = format!("file={}", so.display());
+            for arg in args {
+                spec.push(',');
+                spec.push_str(arg);
+            }
+            a.extend(["-plugin".into(), spec]);
         }
         a
     }
@@ -421,6 +459,7 @@ mod tests {
                 smp: 2,
                 mem_mib: 2048,
                 el2: true,
+                deterministic: false,
             },
             bios: "/c/bios.bin".into(),
             dtb: "/r/virt.dtb".into(),
@@ -431,6 +470,7 @@ mod tests {
             console,
             secure_log: "/r/secure.log".into(),
             gdb_port: None,
+            plugin: None,
         }
     }
 
@@ -509,6 +549,51 @@ mod tests {
         assert!(has_pair(&a, "-m", "2048M"));
         assert!(has_pair(&a, "-bios", "/c/bios.bin"));
         assert!(has_pair(&a, "-dtb", "/r/virt.dtb"));
+    }
+
+    #[test]
+    fn deterministic_mode_is_opt_in_and_complete() {
+        let mut i = inv(Console::Captured);
+        let plain = i.args();
+        for flag in ["-icount", "-rtc", "-seed"] {
+            assert!(
+                !plain.iter().any(|a| a == flag),
+                "{flag} without deterministic"
+            );
+        }
+        assert!(has_pair(&plain, "-cpu", "max,pauth-impdef=on"));
+        i.machine.deterministic = true;
+        let a = i.args();
+        assert!(has_pair(&a, "-icount", "shift=0,sleep=off"));
+        assert!(has_pair(&a, "-rtc", "base=2024-01-01T00:00:00,clock=vm"));
+        assert!(has_pair(&a, "-seed", "1"));
+        assert!(has_pair(
+            &a,
+            "-cpu",
+            "max,pauth-impdef=on,cntfrq=1000000000"
+        ));
+        assert!(has_pair(
+            &a,
+            "-machine",
+            "virt,secure=on,virtualization=on,gic-version=3,dtb-randomness=off"
+        ));
+        // The board (and so the dumped DTB's key) differs between the two modes.
+        assert_ne!(
+            i.machine.board_args(),
+            inv(Console::Captured).machine.board_args()
+        );
+    }
+
+    #[test]
+    fn a_plugin_gets_its_arguments() {
+        let mut i = inv(Console::Captured);
+        assert!(!i.args().iter().any(|a| a == "-plugin"));
+        i.plugin = Some(("/c/elcount.so".into(), vec!["out=/r/el.txt".into()]));
+        assert!(has_pair(
+            &i.args(),
+            "-plugin",
+            "file=/c/elcount.so,out=/r/el.txt"
+        ));
     }
 
     #[test]

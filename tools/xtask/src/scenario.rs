@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
 pub struct TestArgs {
-    /// Also run the long scenarios (xtest's whole default suite).
+    /// Also run the long scenarios (xtest's whole default suite), then
+    /// `cargo xtask bench --check`.
     #[arg(long)]
     pub full: bool,
     /// Skip the host unit tests and the EL2 build; run only QEMU scenarios.
@@ -368,6 +369,7 @@ fn run_one(ctx: &mut profile::Ctx, s: &Scenario) -> Result<Vec<String>> {
         smp: s.smp,
         mem_mib: s.mem,
         el2: s.el2,
+        deterministic: false,
     };
     if s.xen_toolstack && s.hv != HvName::Xen {
         anyhow::bail!("scenario {}: xen_toolstack needs hv = \"xen\"", s.name);
@@ -571,6 +573,29 @@ pub fn test(args: &TestArgs) -> Result<u8> {
         }
     }
     println!("scenarios: {passed} passed, {failed} failed, {skipped} skipped");
+    // `--full` ends with the bench and its threshold check (about 4 minutes).
+    if args.full && args.filter.is_empty() {
+        println!("==> bench --check (with --full)");
+        let bench = crate::bench::BenchArgs {
+            repeat: 2,
+            check: true,
+            hv: vec![profile::Hv::None, profile::Hv::Xen, profile::Hv::Moat],
+            xtest: false,
+            timeout: 300,
+            stack: args.stack.clone(),
+        };
+        match crate::bench::bench(&bench) {
+            Ok(0) => println!("  PASS bench --check"),
+            Ok(_) => {
+                println!("  FAIL bench --check: moat exceeds qemu/bench/thresholds.toml");
+                failed += 1;
+            }
+            Err(e) => {
+                println!("  FAIL bench --check: {e:#}");
+                failed += 1;
+            }
+        }
+    }
     Ok(if failed == 0 { 0 } else { 1 })
 }
 

@@ -386,6 +386,7 @@ mod tests {
             smp: 2,
             mem_mib: 2048,
             el2: true,
+            deterministic: false,
         };
         let a = hv_bootargs(&m);
         assert!(a.starts_with("console=dtuart dtuart=/pl011@9000000 "));
