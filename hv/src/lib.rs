@@ -827,10 +827,10 @@ pub(crate) fn start_vcpu(dom: &Domain, index: usize, _entry: Ipa, _context: u64)
     0
 }
 
-/// PSCI CPU_OFF for the calling vCPU: turn its pCPU off in the firmware.
-pub(crate) fn stop_this_cpu(_dom: &Domain, cpu: usize) -> ! {
-    // The vCPU's list registers die with it: deactivate the physical interrupts behind the
-    // HW-linked ones, or they would stay active (and silent) for good.
+/// Empty this pCPU's list registers, deactivating the physical interrupts behind the
+/// HW-linked ones, which would otherwise stay active (and silent) for good: when its vCPU
+/// stops, or before a reset domU enters its new kernel here.
+fn clear_lrs() {
     for n in 0..list_register_count() {
         let lr = gic::read_lr(n);
         let state = lr >> 62;
@@ -840,6 +840,11 @@ pub(crate) fn stop_this_cpu(_dom: &Domain, cpu: usize) -> ! {
         }
         gic::write_lr(n, 0);
     }
+}
+
+/// PSCI CPU_OFF for the calling vCPU: turn its pCPU off in the firmware.
+pub(crate) fn stop_this_cpu(_dom: &Domain, cpu: usize) -> ! {
+    clear_lrs();
     arch::smc([u64::from(psci_ids::CPU_OFF), 0, 0, 0, 0, 0, 0, 0]);
     fatal(format_args!("firmware CPU_OFF returned on pCPU {cpu}"))
 }
@@ -925,6 +930,7 @@ fn restart(dom: &'static Domain, cpu: usize) {
     };
     let boot_pcpu = dom.vm.lock().vcpus()[0].pcpu;
     if boot_pcpu == cpu {
+        clear_lrs();
         run_vcpu(cpu, STACK_TOPS[cpu % MAX_CPUS].load(Ordering::Relaxed))
     }
     if start_vcpu(dom, 0, dom.entry, dom.dtb.raw()) != 0 {
