@@ -6,9 +6,14 @@
 
 use crate::pl011::Pl011;
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 
 static UART: Mutex<Option<Pl011>> = Mutex::new(None);
+/// The last byte sent was a newline (or nothing was sent yet). Written under `UART`'s lock.
+/// moat's own log lines start on a line of their own even when a guest's output (dom0's is
+/// passed through unbuffered) stopped mid-line, so they stay whole and readable.
+static AT_LINE_START: AtomicBool = AtomicBool::new(true);
 
 struct Writer<'a>(&'a Pl011);
 
@@ -19,6 +24,9 @@ impl Write for Writer<'_> {
                 self.0.put(b'\r');
             }
             self.0.put(b);
+        }
+        if let Some(&last) = s.as_bytes().last() {
+            AT_LINE_START.store(last == b'\n', Ordering::Relaxed);
         }
         Ok(())
     }
@@ -47,6 +55,40 @@ pub fn put_bytes(bytes: &[u8]) {
         for &b in bytes {
             u.put(b);
         }
+        if let Some(&last) = bytes.last() {
+            AT_LINE_START.store(last == b'\n', Ordering::Relaxed);
+        }
+    }
+}
+
+/// Send a domU's whole line (the console mux's, prefixed `(dN) `): on a fresh line if the
+/// UART is mid-line, like moat's own.
+pub fn put_line(bytes: &[u8]) {
+    if let Some(u) = UART.lock().as_ref() {
+        if !AT_LINE_START.load(Ordering::Relaxed) {
+            u.put(b'\r');
+            u.put(b'\n');
+        }
+        for &b in bytes {
+            if b == b'\n' {
+                u.put(b'\r');
+            }
+            u.put(b);
+        }
+        if let Some(&last) = bytes.last() {
+            AT_LINE_START.store(last == b'\n', Ordering::Relaxed);
+        }
+    }
+}
+
+/// Print one whole line of moat's own: on a fresh line if the UART is mid-line.
+fn print_line(args: fmt::Arguments<'_>) {
+    if let Some(u) = UART.lock().as_ref() {
+        let mut w = Writer(u);
+        if !AT_LINE_START.load(Ordering::Relaxed) {
+            let _ = w.write_str("\n");
+        }
+        let _ = w.write_fmt(args);
     }
 }
 
@@ -70,7 +112,7 @@ impl log::Log for Logger {
             log::Level::Warn => "warning: ",
             _ => "",
         };
-        print(format_args!("(moat) {level}{}\n", record.args()));
+        print_line(format_args!("(moat) {level}{}\n", record.args()));
     }
     fn flush(&self) {}
 }

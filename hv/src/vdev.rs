@@ -191,7 +191,14 @@ pub fn mmio(dom: &Domain, frame: &mut TrapFrame, a: &MmioAccess) -> Emulated {
                         let mut console = CONSOLE.lock();
                         match console.as_mut() {
                             Some(mux) => {
-                                mux.output(dom.id.0, &[byte], &mut |b| crate::console::put_bytes(b))
+                                mux.output(dom.id.0, &[byte], &mut |b| {
+                                    // dom0's bytes pass as they are; a domU's come as whole lines.
+                                    if dom.id.0 == 0 {
+                                        crate::console::put_bytes(b)
+                                    } else {
+                                        crate::console::put_line(b)
+                                    }
+                                })
                             }
                             None => crate::console::put_bytes(&[byte]),
                         }
@@ -216,6 +223,17 @@ pub fn mmio(dom: &Domain, frame: &mut TrapFrame, a: &MmioAccess) -> Emulated {
         }
         Ok(None) => Emulated::Done,
         Err(()) => Emulated::Refused,
+    }
+}
+
+/// Has the guest that has the console's input no room for what one more byte may release?
+fn focused_guest_full() -> bool {
+    let focus = CONSOLE.lock().as_ref().map(|m| m.focus());
+    match focus {
+        Some(Focus::Domain(id)) => crate::domain(id).is_some_and(|d| {
+            hv_core::vpl011::RX_FIFO_DEPTH - d.vuart.lock().rx_len() < MAX_DELIVERY
+        }),
+        _ => false,
     }
 }
 
@@ -252,23 +270,33 @@ pub fn sgi(dom: &Domain, vcpu: usize, value: u64) {
 /// Bytes typed on moat's console UART: to the domain that has the input, or to moat.
 fn console_input() {
     let mut paused = false;
+    // Set once the focused guest was found not reading for STALL_SECS: this pass then
+    // drains the UART, dropping what does not fit, so that Ctrl-a still reaches moat.
+    let mut draining = false;
     // Bounded: at most two FIFOs' worth per interrupt; the rest waits for the next one.
     for _ in 0..MAX_INPUT_PER_IRQ {
         // Backpressure: read a byte only when the guest that has the input can take what
         // it may release. Otherwise leave it in the UART (QEMU's PL011 then stops taking
         // bytes from its backend, so nothing is lost) and mask the interrupt until the
         // guest drains its FIFO (see `resume_input`).
-        let focus = CONSOLE.lock().as_ref().map(|m| m.focus());
-        if let Some(Focus::Domain(id)) = focus {
-            let full = crate::domain(id).is_some_and(|d| {
-                hv_core::vpl011::RX_FIFO_DEPTH - d.vuart.lock().rx_len() < MAX_DELIVERY
-            });
+        if !draining && focused_guest_full() {
             let since = PAUSED_SINCE.load(Ordering::Acquire);
-            if full && !stalled(since) {
+            if since != 0 && stalled(since) {
+                draining = true;
+                // Re-armed: a guest that reads again gets backpressure again.
+                PAUSED_SINCE.store(crate::arch::counter().max(1), Ordering::Release);
+            } else {
                 if since == 0 {
                     PAUSED_SINCE.store(crate::arch::counter().max(1), Ordering::Release);
                 }
                 crate::console::with_uart(|u| u.disable_rx_irq());
+                // The guest may have drained its FIFO between the check and the pause, and
+                // then nothing would resume it: look again now that the pause is visible.
+                if !focused_guest_full() {
+                    PAUSED_SINCE.store(0, Ordering::Release);
+                    crate::console::with_uart(|u| u.enable_rx_irq());
+                    continue;
+                }
                 paused = true;
                 break;
             }

@@ -269,12 +269,16 @@ impl ConsoleMux {
         }
     }
 
+    /// A domU's complete line, prefix and newline included, in one `sink` call: the sink
+    /// can then start it on a line of its own.
     fn emit(line: &mut Line, sink: &mut dyn FnMut(&[u8])) {
+        let mut out = [0u8; 9 + LINE_BUFFER + 1];
         let mut prefix = [0u8; 9];
         let n = format_prefix(line.domain, &mut prefix);
-        sink(&prefix[..n]);
-        sink(&line.buf[..line.len]);
-        sink(b"\n");
+        out[..n].copy_from_slice(&prefix[..n]);
+        out[n..n + line.len].copy_from_slice(&line.buf[..line.len]);
+        out[n + line.len] = b'\n';
+        sink(&out[..n + line.len + 1]);
         line.len = 0;
     }
 
