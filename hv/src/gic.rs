@@ -54,7 +54,7 @@ register_structs! {
         (0x0080 => igroupr: [ReadWrite<u32>; 32]),
         (0x0100 => isenabler: [ReadWrite<u32>; 32]),
         (0x0180 => icenabler: [ReadWrite<u32>; 32]),
-        (0x0200 => _r1),
+        (0x0200 => ispendr: [ReadWrite<u32>; 32]),
         (0x0280 => icpendr: [ReadWrite<u32>; 32]),
         (0x0300 => _r2),
         (0x0380 => icactiver: [ReadWrite<u32>; 32]),
@@ -179,6 +179,15 @@ impl Gicd {
             self.regs.isenabler[n].set(bit);
         } else {
             self.regs.icenabler[n].set(bit);
+        }
+    }
+
+    /// Make SPI `intid` pending by software (GICD_ISPENDR, IHI 0069 §12.9.23): it is taken
+    /// once, as if its device had signalled it, even if the device's line is low. moat
+    /// uses this to come back to a device whose own interrupt will not fire again.
+    pub fn set_pending(&self, intid: u32) {
+        if (32..1020).contains(&intid) {
+            self.regs.ispendr[(intid / 32) as usize].set(1u32 << (intid % 32));
         }
     }
 

@@ -238,11 +238,21 @@ fn focused_guest_full() -> bool {
 }
 
 /// A guest read from its vPL011: if console input was paused for want of room, take it up
-/// again (the physical interrupt fires at once if bytes are waiting).
+/// again.
 fn resume_input() {
     if PAUSED_SINCE.swap(0, Ordering::AcqRel) != 0 {
-        crate::console::with_uart(|u| u.enable_rx_irq());
+        wake_input();
     }
+}
+
+/// Unmask the console UART's receive interrupt and make it pending by software, so that
+/// [`console_input`] runs again for the bytes left waiting in the UART. Unmasking alone is
+/// not enough: `console_input` acknowledged the interrupt before it read, and QEMU's PL011
+/// raises RX only on the byte that brings its FIFO up to the trigger level (one byte), so
+/// bytes already waiting would never raise it again.
+fn wake_input() {
+    crate::console::with_uart(|u| u.enable_rx_irq());
+    crate::gicd().set_pending(crate::console_intid());
 }
 
 /// Mirror the vPL011's interrupt line into the vGIC.
@@ -269,7 +279,14 @@ pub fn sgi(dom: &Domain, vcpu: usize, value: u64) {
 
 /// Bytes typed on moat's console UART: to the domain that has the input, or to moat.
 fn console_input() {
-    let mut paused = false;
+    // Acknowledge first, then read until the FIFO is empty: a byte that arrives after the
+    // last read raises the interrupt again. The other order loses input. QEMU's PL011
+    // raises RX only when its FIFO goes from empty to one byte (a real PL011 when it
+    // reaches its trigger level), so a byte that arrived between the last read and the
+    // acknowledge sat there with its interrupt cleared, the FIFO filled behind it, and
+    // nothing ever raised RX again (measured: a pasted line stopped after 17 bytes, the
+    // UART full, RX enabled and not raised).
+    crate::console::with_uart(|u| u.clear_rx_irq());
     // Set once the focused guest was found not reading for STALL_SECS: this pass then
     // drains the UART, dropping what does not fit, so that Ctrl-a still reaches moat.
     let mut draining = false;
@@ -283,8 +300,6 @@ fn console_input() {
             let since = PAUSED_SINCE.load(Ordering::Acquire);
             if since != 0 && stalled(since) {
                 draining = true;
-                // Re-armed: a guest that reads again gets backpressure again.
-                PAUSED_SINCE.store(crate::arch::counter().max(1), Ordering::Release);
             } else {
                 if since == 0 {
                     PAUSED_SINCE.store(crate::arch::counter().max(1), Ordering::Release);
@@ -297,12 +312,14 @@ fn console_input() {
                     crate::console::with_uart(|u| u.enable_rx_irq());
                     continue;
                 }
-                paused = true;
-                break;
+                // Paused: the bytes wait in the UART until `wake_input`.
+                return;
             }
         }
         let Some(Some(byte)) = crate::console::with_uart(|u| u.get()) else {
-            break;
+            // Empty: the next byte raises the interrupt. A pause, or a stall, is over.
+            PAUSED_SINCE.store(0, Ordering::Release);
+            return;
         };
         let action = match CONSOLE.lock().as_mut() {
             Some(mux) => mux.input(byte),
@@ -333,11 +350,9 @@ fn console_input() {
             },
         }
     }
-    // Acknowledge only what was drained: a paused UART keeps its interrupt raised, so that
-    // unmasking it later fires at once (QEMU's PL011 raises RX only when a byte arrives).
-    if !paused {
-        crate::console::with_uart(|u| u.clear_rx_irq());
-    }
+    // The budget is spent and bytes may be left, with the interrupt already acknowledged:
+    // come back for them once the interrupts pending now have been taken.
+    crate::gicd().set_pending(crate::console_intid());
 }
 
 /// A key typed while moat has the console's input.
@@ -387,7 +402,7 @@ pub fn irq(dom: &Domain, vcpu: usize) {
     // A console paused for a guest that stopped reading: let input flow again (the guests'
     // timer interrupts bring every pCPU here regularly).
     if stalled(PAUSED_SINCE.load(Ordering::Acquire)) {
-        crate::console::with_uart(|u| u.enable_rx_irq());
+        wake_input();
     }
     // Bounded: at most one pass per possible INTID before moat returns to the guest.
     for _ in 0..1024 {
