@@ -349,6 +349,8 @@ fn fatal(args: core::fmt::Arguments<'_>) -> ! {
 /// booted by scripts a reset would only loop back into the same error. `noreboot` parks
 /// every CPU instead, for a debugger.
 fn stop_machine() -> ! {
+    // What waited for dom0's newline goes out before the machine stops.
+    console::flush();
     if NOREBOOT.load(Ordering::Relaxed) {
         emergency(format_args!(
             "(moat) error: {FATAL_MARKER}; noreboot: this CPU parks for a debugger\n"
@@ -1005,6 +1007,7 @@ pub(crate) fn firmware_system(dom: &Domain, function: u32) -> ! {
             "reset"
         }
     );
+    console::flush();
     arch::smc([u64::from(function), 0, 0, 0, 0, 0, 0, 0]);
     fatal(format_args!("firmware PSCI {function:#x} returned"))
 }

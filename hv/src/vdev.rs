@@ -327,7 +327,7 @@ fn console_input() {
         };
         match action {
             InputAction::Held => {}
-            InputAction::Switched(notice) => crate::print!("{notice}"),
+            InputAction::Switched(notice) => crate::console::answer(format_args!("{notice}")),
             InputAction::Deliver(d) => match d.to {
                 Focus::Domain(id) => {
                     if let Some(dom) = crate::domain(id) {
@@ -355,42 +355,49 @@ fn console_input() {
     crate::gicd().set_pending(crate::console_intid());
 }
 
-/// A key typed while moat has the console's input.
+/// A key typed while moat has the console's input. Each answer is one whole line, shown at
+/// once (the operator asked for it), on a line of its own.
 fn hypervisor_key(b: u8) {
+    use core::fmt::Write;
     match b {
-        b'h' | b'?' => crate::print!(
+        b'h' | b'?' => crate::console::answer(format_args!(
             "(moat) keys: 'h' this help, 'd' domains; type CTRL-a three times to switch input\n"
-        ),
+        )),
         b'd' => {
             for dom in crate::domains() {
                 let vm = dom.vm.lock();
-                crate::print!(
+                let mut line = crate::console::LineBuf::new();
+                let _ = write!(
+                    line,
                     "(moat) d{}: {:?}, VMID {}, {} pinned pages, ",
                     dom.id.0,
                     vm.state(),
                     dom.vmid,
                     dom.pins.lock().len()
                 );
-                match crate::tee::vm_stats(dom.id.0).filter(|_| dom.tee) {
-                    Some(st) => crate::print!(
+                let _ = match crate::tee::vm_stats(dom.id.0).filter(|_| dom.tee) {
+                    Some(st) => write!(
+                        line,
                         "OP-TEE client {} ({} open calls, {} waiting on RPC, {} buffers), ",
                         dom.id.0 + 1,
                         st.calls,
                         st.waiting,
                         st.buffers
                     ),
-                    None => crate::print!("no TEE, "),
-                }
-                crate::print!(
+                    None => write!(line, "no TEE, "),
+                };
+                let _ = write!(
+                    line,
                     "{} resets; heap {} B, {} stage-2 frames in use; vCPUs:",
                     dom.life.resets.load(Ordering::Relaxed),
                     crate::mem::heap_in_use(),
                     crate::mem::frames_in_use()
                 );
                 for (i, v) in vm.vcpus().iter().enumerate() {
-                    crate::print!(" {}={:?}@pCPU{}", i, v.state, v.pcpu);
+                    let _ = write!(line, " {}={:?}@pCPU{}", i, v.state, v.pcpu);
                 }
-                crate::print!("\n");
+                drop(vm);
+                crate::console::answer_line(line);
             }
         }
         _ => {}
@@ -404,6 +411,8 @@ pub fn irq(dom: &Domain, vcpu: usize) {
     if stalled(PAUSED_SINCE.load(Ordering::Acquire)) {
         wake_input();
     }
+    // Lines of moat's or the domUs' that waited too long for dom0's newline go out.
+    crate::console::tick();
     // Bounded: at most one pass per possible INTID before moat returns to the guest.
     for _ in 0..1024 {
         let intid = gic::ack();

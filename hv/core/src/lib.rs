@@ -26,6 +26,7 @@ pub mod guest;
 pub mod mmio;
 pub mod psci;
 pub mod ratelimit;
+pub mod serial;
 pub mod smccc;
 pub mod stage2;
 pub mod vgic;
