@@ -30,6 +30,7 @@ mod bench_report;
 mod cpio;
 mod debver;
 mod dtb;
+mod guest_tools;
 mod host;
 mod instruments;
 mod lock;

@@ -338,7 +338,8 @@ pub fn prepare_common(
     let optee = tfa::optee(ctx)?;
     let bios = tfa::build(ctx, &optee, flavour)?;
     let kernel = rootfs::kernel(ctx, &series)?;
-    let initramfs = rootfs::initramfs(ctx, flavour, &optee, &kernel)?;
+    let tools = crate::guest_tools::build(ctx)?;
+    let initramfs = rootfs::initramfs(ctx, flavour, &optee, &kernel, &tools)?;
     let dtb_base = dtb::base(&ctx.cache, machine, &bios)?;
     Ok(Common {
         bios,

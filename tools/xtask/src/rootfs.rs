@@ -133,6 +133,7 @@ pub fn initramfs(
     flavour: OpteeFlavour,
     optee: &OpteeRoot,
     kernel: &Kernel,
+    tools: &crate::guest_tools::GuestTools,
 ) -> Result<PathBuf> {
     let init = crate::paths::workspace_root().join("qemu/rootfs/init");
     let debs = ctx
@@ -146,7 +147,8 @@ pub fn initramfs(
         .with("kernel", &kernel.key)
         .with("modules", stack.kernel.modules.join(" "))
         .with("optee", format!("{} {flavour:?}", optee.key))
-        .with_file("init", &init)?;
+        .with_file("init", &init)?
+        .with("guest-tools", &tools.key);
     for d in &debs {
         key = key.with("deb", d.key());
     }
@@ -205,6 +207,9 @@ pub fn initramfs(
         }
         std::fs::write(root.join("etc/moat/modules"), list)?;
         std::fs::copy(&init, root.join("init"))?;
+        for p in crate::guest_tools::PROGRAMS {
+            std::fs::copy(tools.dir.join(p), root.join("usr/bin").join(p))?;
+        }
         let file = std::fs::File::create(out.join("initramfs.cpio"))?;
         let mut w = cpio::Writer::new(std::io::BufWriter::new(file));
         w.tree(&root)?;
