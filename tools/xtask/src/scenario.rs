@@ -31,7 +31,7 @@ pub struct TestArgs {
 }
 
 /// One scenario file.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     #[serde(skip)]
@@ -58,6 +58,10 @@ pub struct Scenario {
     /// Regexes that must match lines of OP-TEE's secure-UART log, in this order.
     #[serde(default)]
     pub secure: Vec<String>,
+    /// Regexes that must match no line of OP-TEE's secure-UART log (an OP-TEE panic, a
+    /// resource it ran out of), checked once the run is over.
+    #[serde(default)]
+    pub secure_forbid: Vec<String>,
     /// The board implements EL2 (default). `false` boots a hypervisor at EL1, to check it
     /// refuses clearly.
     #[serde(default = "default_true")]
@@ -160,6 +164,7 @@ impl Scenario {
             .console
             .iter()
             .chain(&s.secure)
+            .chain(&s.secure_forbid)
             .chain(&s.forbid)
             .chain(&s.until)
             .chain(&s.fatal)
@@ -304,6 +309,15 @@ fn finish(
     }
     for m in sec.missing() {
         problems.push(format!("secure-UART marker not seen: /{m}/"));
+    }
+    for re in &s.secure_forbid {
+        let re = Regex::new(re)?;
+        if let Some(line) = secure_log.lines().find(|l| re.is_match(l)) {
+            problems.push(format!(
+                "forbidden secure-UART line: {}",
+                line.trim_end_matches('\r')
+            ));
+        }
     }
     Ok(problems)
 }
@@ -731,6 +745,17 @@ mod tests {
         assert_eq!(bad_status.len(), 1);
         let no_banner = judge(&s, &fin(Outcome::Done(0), false), &c, "nothing\n").unwrap();
         assert!(no_banner[0].contains("secure-UART marker"));
+        let mut panics = s.clone();
+        panics.secure_forbid = vec!["Panic '".into()];
+        let panicked = judge(
+            &panics,
+            &fin(Outcome::Done(0), false),
+            &c,
+            "I/TC: OP-TEE version: 4.5\nE/TC:1 Panic 'Failed to spread pgdir' at x\n",
+        )
+        .unwrap();
+        assert_eq!(panicked.len(), 1, "{panicked:?}");
+        assert!(panicked[0].contains("forbidden secure-UART line: E/TC:1 Panic"));
         let timeout = judge(
             &s,
             &fin(Outcome::TimedOut, false),
