@@ -235,7 +235,22 @@ extern "C" fn moat_lower_sync(frame: &mut TrapFrame) {
                         return;
                     }
                     vdev::Emulated::Refused => {
-                        guest_warn!(dom, abort, "{:?} refused by the emulated device", access);
+                        // A reserved offset, or a width the register does not take: RAZ/WI,
+                        // as the GIC architecture (reserved and unsupported accesses) and
+                        // the PL011 give, never an abort a driver does not expect.
+                        guest_warn!(
+                            dom,
+                            abort,
+                            "{:?} refused by the emulated device: read as zero, write ignored",
+                            access
+                        );
+                        if access.dir == mmio::Direction::Read {
+                            if let Some((i, v)) = access.complete_read(0) {
+                                frame.x[i as usize] = v;
+                            }
+                        }
+                        frame.elr = frame.elr.wrapping_add(esr::instruction_len(esr_copy));
+                        return;
                     }
                     vdev::Emulated::NotMine => {}
                 }
