@@ -15,11 +15,16 @@
 //! so several vCPUs (of one domain or of several) are in OP-TEE at once. A vCPU waits at
 //! most for one such step of another vCPU of its own domain (bounded by the trap's page
 //! budget), never for the secure world.
+//!
+//! The mediator's clock (`now_ms`, for how long a call has been parked in an RPC, see
+//! `Limits::max_park_ms`) is the generic timer's physical count in milliseconds:
+//! CNTPCT_EL0 divided by the ticks per millisecond (CNTFRQ_EL0 / 1000, read once at
+//! `init`), one hardware division per trap. The count is the same on every CPU.
 
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use alloc::collections::BTreeMap;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use mediator::{
     Access, GuestMemory, HvPage, HvPages, Ipa, Limits, Lock, Mediator, MemFault, PhysAddr,
     SecureMonitor, SmcRecord, Trace, VmId, VmStats,
@@ -33,6 +38,9 @@ const PAGE: usize = 4096;
 
 /// `trace=smc` on moat's command line: log every mediated call.
 static TRACE_SMC: AtomicBool = AtomicBool::new(false);
+
+/// Generic-timer ticks per millisecond (CNTFRQ_EL0 / 1000, at least 1), set by `init`.
+static TICKS_PER_MS: AtomicU64 = AtomicU64::new(1);
 
 /// The mediator, once OP-TEE has been probed and found suitable. Set once at boot, then
 /// only read: no lock.
@@ -192,7 +200,7 @@ impl Trace for Tracer {
     fn smc(&self, r: &SmcRecord) {
         if TRACE_SMC.load(Ordering::Relaxed) {
             log::info!(
-                "smc: d{} {} ({:#010x}) a1..a6 {:x?}, {} pages translated -> {} ({:#x}){}",
+                "smc: d{} {} ({:#010x}) a1..a6 {:x?}, {} pages translated -> {} ({:#x}){}{}",
                 r.vm.0,
                 mediator::abi::function_name(r.func),
                 r.func,
@@ -202,6 +210,14 @@ impl Trace for Tracer {
                 r.ret,
                 match r.fault {
                     Some(f) => alloc::format!(", guest fault: {f:?}"),
+                    None => alloc::string::String::new(),
+                },
+                match r.reaped {
+                    Some((vm, call)) => alloc::format!(
+                        ", reaped d{}'s call {call} (parked past its deadline above its \
+                         share of OP-TEE's threads)",
+                        vm.0
+                    ),
                     None => alloc::string::String::new(),
                 }
             );
@@ -296,6 +312,7 @@ pub type Pins = Mutex<BTreeMap<u64, u32>>;
 /// Probe OP-TEE and start the mediator. Returns what the probe found, for the banner.
 pub fn init(trace_smc: bool) -> Result<mediator::Probe, mediator::Error> {
     TRACE_SMC.store(trace_smc, Ordering::Relaxed);
+    TICKS_PER_MS.store((arch::counter_frequency() / 1000).max(1), Ordering::Relaxed);
     let m = Mediator::probe(Monitor, Pages, Tracer, Limits::default())?;
     Ok(MEDIATOR.call_once(|| m).probe_result())
 }
@@ -310,10 +327,22 @@ pub fn vm_created(id: u16) -> Result<(), mediator::Error> {
 
 /// Release what `dom` holds in the mediator (parked calls unwound in OP-TEE, buffers, pins)
 /// and send VM_DESTROYED. Call it after the domain's last vCPU stopped; a domain with an
-/// SMC still in the secure world gets `CallsInFlight`, and nothing changes.
+/// SMC still in the secure world gets `CallsInFlight`, and nothing changes. While another
+/// domain's trap is reaping one of its parked calls (at most `max_destroy_resumes` SMCs on
+/// another CPU, which waits for no lock of ours) this waits for it to finish.
 pub fn vm_destroyed(dom: &Domain) -> Result<(), mediator::Error> {
     let m = MEDIATOR.get().ok_or(mediator::Error::NotProbed)?;
-    m.vm_destroyed(VmId(dom.id.0), &mut DomainMemory { dom })
+    loop {
+        match m.vm_destroyed(VmId(dom.id.0), &mut DomainMemory { dom }) {
+            Err(mediator::Error::Reaping) => core::hint::spin_loop(),
+            r => return r,
+        }
+    }
+}
+
+/// The mediator's clock: the generic timer's count in milliseconds (see the module doc).
+fn now_ms() -> u64 {
+    arch::counter() / TICKS_PER_MS.load(Ordering::Relaxed)
 }
 
 /// The mediator's counters for domain `id` (open calls, buffers, pins, SMCs in flight).
@@ -335,7 +364,7 @@ pub fn call(dom: &Domain, frame: &mut TrapFrame) -> bool {
     let mut regs = [0u64; 8];
     regs.copy_from_slice(&frame.x[..8]);
     let mut mem = DomainMemory { dom };
-    let out = m.handle_smc(VmId(dom.id.0), &mut mem, regs);
+    let out = m.handle_smc(VmId(dom.id.0), &mut mem, regs, now_ms());
     frame.x[..8].copy_from_slice(&out);
     true
 }

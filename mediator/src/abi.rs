@@ -236,6 +236,9 @@ pub const TEEC_ERROR_GENERIC: u32 = 0xFFFF_0000;
 pub const TEEC_ERROR_BAD_PARAMETERS: u32 = 0xFFFF_0006;
 /// GlobalPlatform result: out of memory.
 pub const TEEC_ERROR_OUT_OF_MEMORY: u32 = 0xFFFF_000C;
+/// GlobalPlatform result: communication with the remote party failed (here: the mediator
+/// cut the call).
+pub const TEEC_ERROR_COMMUNICATION: u32 = 0xFFFF_000E;
 /// GlobalPlatform result: the target (here: the VM answering the RPC) is dead.
 pub const TEEC_ERROR_TARGET_DEAD: u32 = 0xFFFF_3024;
 /// GlobalPlatform origin: the communication stack (here: the mediator).

@@ -42,6 +42,10 @@ pub enum Error {
     /// The VM still has an SMC in the secure world (a trap between `Mediator::begin` and
     /// its last `Mediator::finish`): it cannot be destroyed yet. Nothing was changed.
     CallsInFlight,
+    /// Another VM's trap is reaping one of this VM's parked calls (unwinding it in OP-TEE
+    /// with this VM's client id, at most `max_destroy_resumes` SMCs): retry shortly, the
+    /// wait is bounded. Nothing was changed.
+    Reaping,
     /// OP-TEE failed VM_DESTROYED (the mediator's state is released regardless).
     VmDestroyFailed {
         /// a0 returned.
@@ -72,6 +76,10 @@ pub enum Fault {
     ThreadLimit,
     /// RETURN_FROM_RPC for a call that is not this VM's, or not waiting.
     BadResume,
+    /// RETURN_FROM_RPC for a call the mediator reaped: the VM held more than its share of
+    /// OP-TEE's threads, the call sat parked longer than `max_park_ms`, and another VM was
+    /// refused a thread. The call was failed in OP-TEE.
+    Reaped,
     /// The function is refused for guests.
     Refused,
 }
@@ -85,7 +93,7 @@ impl Fault {
             Fault::UnknownCookie | Fault::CookieInUse => abi::OPTEE_SMC_RETURN_EBADCMD,
             Fault::Limit | Fault::NoMemory => abi::OPTEE_SMC_RETURN_ENOMEM,
             Fault::ThreadLimit => abi::OPTEE_SMC_RETURN_ETHREAD_LIMIT,
-            Fault::BadResume => abi::OPTEE_SMC_RETURN_ERESUME,
+            Fault::BadResume | Fault::Reaped => abi::OPTEE_SMC_RETURN_ERESUME,
             Fault::Refused => abi::OPTEE_SMC_RETURN_UNKNOWN_FUNCTION,
         }
     }

@@ -379,6 +379,9 @@ struct Thread {
     last_shm: Option<u64>,
     /// CALL_WITH_RPC_ARG: the RPC argument is inline; like OP-TEE, never ALLOC or FREE.
     inline: bool,
+    /// An RPC argument (cookie) this thread kept from an earlier call (`OpTeeState::kept`),
+    /// freed with RPC_FUNC_FREE before the call's own steps, whoever made the earlier call.
+    kept_free: Option<u64>,
 }
 
 /// Observable state of the fake OP-TEE. Several threads can be live at once (in a call or
@@ -403,6 +406,14 @@ pub struct OpTeeState {
     pub plans: VecDeque<Vec<Step>>,
     /// Cookies DISABLE_SHM_CACHE hands out: (client, cookie).
     pub cache_cookies: VecDeque<(u64, u64)>,
+    /// The RPC-argument cache is on (ENABLE_SHM_CACHE reached OP-TEE; DISABLE_SHM_CACHE
+    /// with nothing left to hand out turns it off). While on, a call that ends with its RPC
+    /// argument still allocated leaves it on its thread (`kept`).
+    pub shm_cache: bool,
+    /// RPC arguments OP-TEE's threads kept after their calls, as cookies: the next yielding
+    /// call to start (on that thread) first gets RPC_FUNC_FREE of the front one, whichever
+    /// VM makes it, as real OP-TEE 4.5 does with its cache on.
+    pub kept: VecDeque<u64>,
     /// Arguments as OP-TEE read them when completing each call.
     pub seen: Vec<MsgArg>,
     /// RPC arguments as OP-TEE read them on each RPC CMD resume.
@@ -413,6 +424,13 @@ pub struct OpTeeState {
     pub scribble: bool,
     threads_live: BTreeMap<u64, Thread>,
     next_tid: u64,
+}
+
+impl OpTeeState {
+    /// OP-TEE threads in use (in a call, or parked in an RPC).
+    pub fn threads_in_use(&self) -> usize {
+        self.threads_live.len()
+    }
 }
 
 /// The fake secure monitor + OP-TEE.
@@ -548,11 +566,20 @@ impl FakeOpTee {
                 let t = st.threads_live.get_mut(&tid).unwrap();
                 (t.client, t.steps.pop_front())
             };
-            let Some(step) = step else {
-                return self.complete(tid);
-            };
             let mut st = self.st.borrow_mut();
             let t = st.threads_live.get_mut(&tid).unwrap();
+            if let Some(cookie) = t.kept_free.take() {
+                if let Some(s) = step {
+                    t.steps.push_front(s);
+                }
+                t.pending = Some(abi::OPTEE_SMC_RPC_FUNC_FREE);
+                let (hi, lo) = split_regpair(cookie);
+                return Self::rpc_ret(tid, client, abi::OPTEE_SMC_RPC_FUNC_FREE, hi, lo);
+            }
+            let Some(step) = step else {
+                drop(st);
+                return self.complete(tid);
+            };
             match step {
                 Step::Mutate(f) => {
                     drop(st);
@@ -636,6 +663,9 @@ impl FakeOpTee {
         let mut arg = self.world.borrow().read_arg(t.arg_pa);
         self.check_arg(t.client, &arg);
         let mut st = self.st.borrow_mut();
+        if let (true, false, Some((_, cookie))) = (st.shm_cache, t.inline, t.rpc_arg) {
+            st.kept.push_back(cookie);
+        }
         st.seen.push(arg.clone());
         arg.header.ret = abi::TEEC_SUCCESS;
         arg.header.ret_origin = 4;
@@ -775,7 +805,10 @@ impl SecureMonitor for FakeOpTee {
             abi::OPTEE_SMC_GET_OS_REVISION => r([4, 1, 0xb1d, 0]),
             abi::OPTEE_SMC_EXCHANGE_CAPABILITIES => r([0, st.caps, 0x40, 6]),
             abi::OPTEE_SMC_GET_THREAD_COUNT => r([0, u64::from(st.threads), 0, 0]),
-            abi::OPTEE_SMC_ENABLE_SHM_CACHE => r([0; 4]),
+            abi::OPTEE_SMC_ENABLE_SHM_CACHE => {
+                st.shm_cache = true;
+                r([0; 4])
+            }
             abi::OPTEE_SMC_DISABLE_SHM_CACHE => {
                 match st.cache_cookies.iter().position(|(c, _)| *c == client) {
                     Some(i) => {
@@ -783,7 +816,10 @@ impl SecureMonitor for FakeOpTee {
                         let (hi, lo) = split_regpair(cookie);
                         r([0, hi, lo, 0])
                     }
-                    None => r([u64::from(abi::OPTEE_SMC_RETURN_ENOTAVAIL), 0, 0, 0]),
+                    None => {
+                        st.shm_cache = false;
+                        r([u64::from(abi::OPTEE_SMC_RETURN_ENOTAVAIL), 0, 0, 0])
+                    }
                 }
             }
             abi::OPTEE_SMC_VM_CREATED => {
@@ -811,6 +847,7 @@ impl SecureMonitor for FakeOpTee {
                     return r([u64::from(abi::OPTEE_SMC_RETURN_ETHREAD_LIMIT), 0, 0, 0]);
                 }
                 let steps = st.plans.pop_front().unwrap_or_default().into();
+                let kept_free = st.kept.pop_front();
                 let tid = st.next_tid;
                 st.next_tid += 1;
                 st.threads_live.insert(
@@ -823,6 +860,7 @@ impl SecureMonitor for FakeOpTee {
                         pending: None,
                         last_shm: None,
                         inline: false,
+                        kept_free,
                     },
                 );
                 drop(st);

@@ -15,11 +15,12 @@
 //! ```
 //!
 //! Contract with the hypervisor (`hv`): route every SMC32 call of the Trusted OS owners
-//! (50, 63) from a VM that has a TEE to `handle_smc` (or drive `begin`/`finish` itself) and
-//! write the 8 returned registers back; provide a `Lock` (the mediator is `&self` and may be
-//! entered from every CPU at once, for one VM or many); call `vm_created` before the VM
-//! first runs (failure fails domain creation) and `vm_destroyed` after its last vCPU
-//! stopped. Only the OP-TEE SMC ABI is mediated, not FF-A.
+//! (50, 63) from a VM that has a TEE to `handle_smc` (or drive `begin`/`finish` itself),
+//! with the time in milliseconds of a clock shared by all CPUs (`now_ms`), and write the 8
+//! returned registers back; provide a `Lock` (the mediator is `&self` and may be entered
+//! from every CPU at once, for one VM or many); call `vm_created` before the VM first runs
+//! (failure fails domain creation) and `vm_destroyed` after its last vCPU stopped (retrying
+//! while it answers `Error::Reaping`). Only the OP-TEE SMC ABI is mediated, not FF-A.
 //!
 //! Modules: `abi` (constants and codecs), `ports` (traits), `limits`, `error`, `trace`,
 //! `probe`, `shm` (page lists), `mediator` (state machine), and, for tests and the fuzz

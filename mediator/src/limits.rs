@@ -12,8 +12,18 @@
 //! `max_pages_per_trap`. One buffer may use the whole budget, so a buffer can be as large
 //! as the budget (default 4096 pages = 16 MiB, 32x Xen), and no trap ever walks more than
 //! that many pages, whatever the guest sends.
+//!
+//! ## OP-TEE's threads
+//! OP-TEE has a fixed number of threads for all VMs together; a call holds one from its
+//! first entry until it returns, including while it is parked in an RPC the guest has not
+//! answered. A VM's share is `max(1, thread_count / live VMs)`, at most
+//! `max_calls_per_vm`; past its share a new call is refused. A VM that holds more than its
+//! share (it opened its calls before the other VMs came) keeps them until another VM is
+//! refused a thread: then one of its calls parked for longer than `max_park_ms` is failed
+//! ("reaped") so the thread is freed.
 
-/// Default: concurrent yielding calls per VM (capped by OP-TEE's thread count).
+/// Default: concurrent yielding calls per VM, at most (its share of OP-TEE's threads may be
+/// fewer).
 pub const DEFAULT_MAX_CALLS_PER_VM: u32 = 4;
 /// Default: pages in one shared buffer (16 MiB).
 pub const DEFAULT_MAX_PAGES_PER_BUFFER: u32 = 4096;
@@ -31,17 +41,20 @@ pub const DEFAULT_MAX_PARAMS: u32 = 8;
 pub const DEFAULT_MAX_INTERNAL_RESUMES: u32 = 8;
 /// Default: round trips spent unwinding one parked call of a dying VM.
 pub const DEFAULT_MAX_DESTROY_RESUMES: u32 = 16;
+/// Default: milliseconds a call may stay parked in an RPC before it may be reaped (5 s).
+pub const DEFAULT_MAX_PARK_MS: u64 = 5_000;
 
 /// The mediator's limits. `Limits::default()` is the production configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Yielding calls a VM may have open at once (in OP-TEE or parked in an RPC). Bounds a
-    /// VM parking every OP-TEE thread in an RPC it never answers, starving other VMs; each
-    /// call also holds a shadow page. The effective share is `min(this, thread_count)`, and
-    /// is what the VM's GET_THREAD_COUNT answers. OP-TEE's threads are global: for strict
-    /// isolation set this to at most `thread_count / number_of_vms`; above that, VMs can
-    /// still make each other wait (OP-TEE's own ETHREAD_LIMIT) but not starve the rest of
-    /// a share they already hold.
+    /// Yielding calls a VM may have open at once (in OP-TEE or parked in an RPC), at most.
+    /// Bounds the shadow pages and bookkeeping of one VM's calls. The VM's effective share
+    /// is smaller when other VMs are live: `min(this, max(1, thread_count / live_vms))`
+    /// (`Mediator::calls_per_vm`), which is what its GET_THREAD_COUNT answers and what a
+    /// new call is checked against, so a VM parking calls in RPCs it never answers cannot
+    /// hold the threads the other VMs' shares need (see `max_park_ms` for calls opened
+    /// before those VMs came). With more VMs than threads each still gets 1, and OP-TEE's
+    /// own ETHREAD_LIMIT makes them take turns.
     pub max_calls_per_vm: u32,
     /// Pages in one buffer (temporary, registered or RPC-allocated). Bounds the pin and
     /// metadata cost of one buffer.
@@ -68,6 +81,14 @@ pub struct Limits {
     /// the work of `vm_destroyed` against a TA that keeps issuing RPCs; past it the thread
     /// is abandoned, which is what Xen always does.
     pub max_destroy_resumes: u32,
+    /// Milliseconds a call of a VM holding more than its share of OP-TEE's threads may stay
+    /// parked in an RPC (not in flight) before it may be reaped: failed in OP-TEE (each RPC
+    /// answered with a failure, at most `max_destroy_resumes` round trips) to free its
+    /// thread for a VM that was refused one. Bounds how long a VM that opened its calls
+    /// while it was alone (or had a larger share) can starve VMs that came later by never
+    /// answering an RPC; a VM within its share is never reaped. In the `now_ms` the
+    /// hypervisor passes to `Mediator::begin` (its counter, converted).
+    pub max_park_ms: u64,
 }
 
 impl Default for Limits {
@@ -82,6 +103,7 @@ impl Default for Limits {
             max_params: DEFAULT_MAX_PARAMS,
             max_internal_resumes: DEFAULT_MAX_INTERNAL_RESUMES,
             max_destroy_resumes: DEFAULT_MAX_DESTROY_RESUMES,
+            max_park_ms: DEFAULT_MAX_PARK_MS,
         }
     }
 }

@@ -2,8 +2,9 @@
 //! The mediator proper: per-VM state, SMC dispatch, yielding calls and RPCs.
 //!
 //! ```text
-//!  guest SMC ──▶ begin ──┬─ answered here (THREAD_COUNT, SHM_CONFIG, refusals) ─▶ Reply
-//!                        ├─ fast, pass-through (UID, REVISION, OS_*, caps, SHM cache)
+//!  guest SMC ──▶ begin ──┬─ answered here (THREAD_COUNT, SHM_CONFIG, ENABLE_SHM_CACHE,
+//!                        │                refusals) ─▶ Reply
+//!                        ├─ fast, pass-through (UID, REVISION, OS_*, caps, DISABLE_SHM_CACHE)
 //!                        ├─ CALL_WITH_ARG / _RPC_ARG / _REGD_ARG
 //!                        │     copy arg ─▶ validate ─▶ shadow page ─▶ pin
 //!                        └─ RETURN_FROM_RPC ─▶ find the waiting call ─▶ answer
@@ -15,7 +16,8 @@
 //!                    finish(token, result) ─┬─ fast: filter ─▶ Reply
 //!                                           ├─ done: release temps, copy back ─▶ Reply
 //!                                           ├─ RPC for the guest: park (Waiting) ─▶ Reply
-//!                                           └─ RPC answered here ─▶ Forward (resume)
+//!                                           ├─ RPC answered here ─▶ Forward (resume)
+//!                                           └─ no OP-TEE thread: reap ─▶ Forward (again)
 //! ```
 //!
 //! Shadows: OP-TEE only ever sees hypervisor pages for message structures. The argument is
@@ -30,6 +32,34 @@
 //! in flight (from `begin` to the `finish` that replies); between traps it is `Waiting` for
 //! exactly one RPC answer.
 //!
+//! ## RPC arguments never cross calls
+//! OP-TEE can keep a call's RPC argument (RPC_FUNC_ALLOC) on its *thread* after the call
+//! returns, for the next call that thread runs, when its RPC-argument cache is on
+//! (ENABLE_SHM_CACHE). Threads are shared by every VM, so that next call, possibly another
+//! VM's, would get RPC_FUNC_FREE of a cookie the first VM chose: a pointer of one VM's
+//! kernel handed to another's. The mediator never turns the cache on: it answers
+//! ENABLE_SHM_CACHE itself with OK (Linux's driver retries until OK), so OP-TEE frees each
+//! RPC argument within the yielding call that allocated it and a FREE only ever names the
+//! calling VM's own ALLOC. In depth, a FREE whose cookie is not one of the calling VM's
+//! RPC arguments is answered here and never shown to the guest (`Fault::UnknownCookie` in
+//! the trace), and DISABLE_SHM_CACHE hides foreign cookies.
+//!
+//! ## Sharing OP-TEE's threads
+//! OP-TEE's threads are shared by every VM, and a call parked in an RPC holds its thread
+//! until the guest answers. A VM may have `calls_per_vm()` calls open:
+//! `min(max_calls_per_vm, max(1, thread_count / live VMs))`, which GET_THREAD_COUNT answers
+//! at that moment. A VM that opened calls while it had a larger share (before other VMs
+//! were created) keeps them, but when another VM's new call is refused (by its share, or
+//! by OP-TEE's ETHREAD_LIMIT) the mediator *reaps* one call of a VM above its share that
+//! has been parked (`Waiting`, not in flight) for longer than `max_park_ms`: it takes the
+//! call out of that VM's state, unwinds it in OP-TEE as `vm_destroyed` does (every RPC
+//! answered with a failure), and, after OP-TEE's ETHREAD_LIMIT, enters the refused call
+//! again once. The reaped VM's RETURN_FROM_RPC for the call gets ERESUME and its message
+//! says `TEEC_ERROR_COMMUNICATION` (origin COMMS); its pins are dropped by its next trap,
+//! the only place the mediator has its `GuestMemory`. Time comes in as `now_ms`, the
+//! hypervisor's clock in milliseconds, passed to `begin`; a call's park time is the time of
+//! the trap that parked it.
+//!
 //! ## State and locking
 //! The mediator is `&self` and `Sync` when its ports and `Lock` are. Its shared part (probe
 //! results, limits, the ports) is immutable; the page pool locks itself. Each VM's state
@@ -42,6 +72,9 @@
 //! trap's budget, what the result is for) travels in the `Token`; everything else stays in
 //! the VM's state, so a token owns no resource. `vm_destroyed` takes the VM's state out of
 //! its lock before unwinding it through OP-TEE, and refuses a VM with an SMC in flight.
+//! Reaping takes one call out of the other VM's state under that VM's lock (never two VM
+//! locks at once), unwinds it with no lock held, and puts what is left back under the
+//! lock again; meanwhile that VM cannot be destroyed (`Error::Reaping`).
 //!
 //! ```text
 //!  CPU0 (d0 vCPU0): begin ─[lock d0]─ smc ──────────────────── finish ─[lock d0]─ reply
@@ -59,7 +92,8 @@ use crate::abi::{
 use crate::error::{Error, Fault};
 use crate::limits::Limits;
 use crate::ports::{
-    Access, GuestMemory, HvPage, HvPages, Ipa, Lock, SecureMonitor, VmId, HYPERVISOR_CLIENT_ID,
+    Access, GuestMemory, HvPage, HvPages, Ipa, Lock, MemFault, PhysAddr, SecureMonitor, VmId,
+    HYPERVISOR_CLIENT_ID,
 };
 use crate::probe::Probe;
 use crate::shm::{free_pages, pin_noncontig, unpin_all, Budget, Pinned, Room};
@@ -118,6 +152,9 @@ struct RpcArg {
     ipa: Ipa,
     size: usize,
     page: HvPage,
+    /// The open call that allocated it (OP-TEE frees it within that call): reaping that
+    /// call takes it along.
+    call: Option<u32>,
 }
 
 /// What a parked call waits for.
@@ -174,6 +211,9 @@ struct Call {
     unregister: Option<u64>,
     /// OP-TEE's a3..a6 at its last RPC return.
     resume: [u64; 4],
+    /// When OP-TEE last returned an RPC for it (the `now_ms` of that trap): while the call
+    /// is `Waiting`, the time it parked.
+    parked_at: u64,
 }
 
 #[derive(Debug, Default)]
@@ -182,7 +222,15 @@ struct Vm {
     next_call: u32,
     bufs: BTreeMap<u64, Buffer>,
     rpc_args: BTreeMap<u64, RpcArg>,
+    /// Pinned pages, including `unpin_later`.
     pinned: u32,
+    /// Calls reaped by another VM's trap whose guest has not resumed them yet: (handle,
+    /// where its message is). At most `max_calls_per_vm`, oldest dropped first; their
+    /// handles are not reused meanwhile.
+    reaped: Vec<(u32, GuestLoc)>,
+    /// Pages of reaped calls still to unpin: the reaping trap was another VM's and had no
+    /// access to this VM's memory, so the VM's next trap (or `vm_destroyed`) does it.
+    unpin_later: Vec<Ipa>,
 }
 
 /// Where a VM is in its life, as the mediator sees it.
@@ -202,6 +250,8 @@ struct Slot {
     life: Life,
     /// Traps of this VM between `begin` and their last `finish` (SMCs in flight).
     in_flight: u32,
+    /// Other VMs' traps unwinding one of this VM's calls in OP-TEE right now (reaping).
+    reaping: u32,
     vm: Vm,
 }
 
@@ -211,6 +261,12 @@ struct Trap {
     budget: Budget,
     fault: Option<Fault>,
     internal_resumes: u32,
+    /// The hypervisor's time at `begin`, in milliseconds.
+    now: u64,
+    /// Whether this trap already looked for a call to reap (at most once per trap).
+    reap_tried: bool,
+    /// The other VM's call it reaped, for the trace.
+    reaped: Option<(VmId, u32)>,
 }
 
 /// What a forwarded SMC's result is for.
@@ -222,16 +278,41 @@ enum Awaiting {
     Capabilities,
     /// DISABLE_SHM_CACHE: the cookie is released, or OP-TEE is asked again.
     DisableShmCache,
-    /// Yielding call `id` entered OP-TEE (its first entry, or a resume).
+    /// Yielding call `id`'s first entry into OP-TEE (OP-TEE may have no thread for it).
+    Enter(u32),
+    /// Yielding call `id` resumed in OP-TEE.
     Call(u32),
 }
 
-/// The outcome of one locked step: answer the guest, or enter OP-TEE.
+/// The outcome of one locked step: answer the guest, or enter OP-TEE, or first look for a
+/// call to reap (with no lock held).
 enum Next {
     /// a0..a3 for the guest.
     Reply([u64; 4]),
     /// An SMC to issue (a7 is the client id), and what its result is for.
     Forward([u64; 8], Awaiting),
+    /// A new call of this VM found no thread: try to reap another VM's call, then go on.
+    Reap(Refused),
+}
+
+/// Which refusal sent a trap reaping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    /// The mediator refused the call (the VM has its share open): answer ETHREAD_LIMIT
+    /// whatever the reaping found (the VM's share did not grow), but free a thread for the
+    /// VMs within theirs.
+    Share,
+    /// OP-TEE answered call `id`'s first entry with ETHREAD_LIMIT: enter it again if a call
+    /// was reaped, else complete it with ETHREAD_LIMIT.
+    Call(u32),
+}
+
+/// The memory of a VM that is not trapping: the reaping trap is another VM's. Nothing can
+/// be read or written (nothing is copied back), and unpins are recorded for the VM's next
+/// trap.
+#[derive(Default)]
+struct Deferred {
+    unpins: Vec<Ipa>,
 }
 
 /// A trap waiting for its SMC: hand it back to [`Mediator::finish`] with the result,
@@ -352,6 +433,21 @@ impl GuestLoc {
     }
 }
 
+impl GuestMemory for Deferred {
+    fn read(&self, _ipa: Ipa, _buf: &mut [u8]) -> Result<(), MemFault> {
+        Err(MemFault::NotRam)
+    }
+    fn write(&mut self, _ipa: Ipa, _buf: &[u8]) -> Result<(), MemFault> {
+        Err(MemFault::NotRam)
+    }
+    fn pin(&mut self, _ipa: Ipa, _access: Access) -> Result<PhysAddr, MemFault> {
+        Err(MemFault::PinFailed)
+    }
+    fn unpin(&mut self, ipa: Ipa) {
+        self.unpins.push(ipa);
+    }
+}
+
 fn ok_regs(a0: u32, a1: u64, a2: u64, a3: u64) -> [u64; 4] {
     [u64::from(a0), a1, a2, a3]
 }
@@ -361,7 +457,7 @@ fn err_regs(code: u32) -> [u64; 4] {
 }
 
 impl Trap {
-    fn new(limits: &Limits) -> Self {
+    fn new(limits: &Limits, now: u64) -> Self {
         Self {
             budget: Budget {
                 pages_left: limits.max_pages_per_trap,
@@ -369,6 +465,9 @@ impl Trap {
             },
             fault: None,
             internal_resumes: 0,
+            now,
+            reap_tried: false,
+            reaped: None,
         }
     }
 }
@@ -407,12 +506,20 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         (&self.monitor, &self.pages, &self.trace)
     }
 
-    /// Concurrent yielding calls one VM may have: its share of OP-TEE's threads.
+    /// Concurrent yielding calls one VM may open right now: its share of OP-TEE's threads,
+    /// `min(max_calls_per_vm, max(1, thread_count / live VMs))` (see the module doc). Every
+    /// VM the mediator knows counts, whatever its life: one being created is about to call,
+    /// one being destroyed may still hold threads while it is unwound.
     pub fn calls_per_vm(&self) -> u32 {
-        self.limits
-            .max_calls_per_vm
-            .min(self.probe.thread_count)
+        self.share(L::with(&self.vms, |t| t.len()))
+    }
+
+    /// A VM's share of OP-TEE's threads when `vms` VMs are known.
+    fn share(&self, vms: usize) -> u32 {
+        let vms = u32::try_from(vms).unwrap_or(u32::MAX).max(1);
+        (self.probe.thread_count / vms)
             .max(1)
+            .min(self.limits.max_calls_per_vm.max(1))
     }
 
     /// Bytes of the RPC argument that follows the argument in CALL_WITH_RPC_ARG, if the
@@ -430,6 +537,12 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
     /// for the look-up.
     fn slot(&self, vm: VmId) -> Option<Arc<L::Mutex<Slot>>> {
         L::with(&self.vms, |t| t.get(&vm).cloned())
+    }
+
+    /// `slot`, and the VM's share of OP-TEE's threads at that moment (one look-up).
+    fn slot_and_share(&self, vm: VmId) -> Option<(Arc<L::Mutex<Slot>>, u32)> {
+        let (slot, vms) = L::with(&self.vms, |t| (t.get(&vm).cloned(), t.len()));
+        Some((slot?, self.share(vms)))
     }
 
     /// Current state counters of `vm` (`None` unless it is live).
@@ -463,6 +576,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             let slot = Slot {
                 life: Life::Creating,
                 in_flight: 0,
+                reaping: 0,
                 vm: Vm::default(),
             };
             t.insert(vm, Arc::new(L::new(slot)));
@@ -511,11 +625,13 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
     /// `max_destroy_resumes` round trips each), so no OP-TEE thread stays suspended for a VM
     /// that no longer exists. The id stays taken until VM_DESTROYED has returned.
     ///
-    /// Each step is bounded by the limits: at most `calls_per_vm` calls, each with at most
-    /// `max_params` temporaries, `max_buffers_per_vm` buffers and `max_rpc_args_per_vm`
-    /// RPC argument pages, and `max_pinned_pages_per_vm` unpins in total. Unpinning before
-    /// VM_DESTROYED is safe: the VM's state is gone first, so no SMC with its client id can
-    /// run again, and only such an SMC could make OP-TEE touch its pages.
+    /// Each step is bounded by the limits: at most `max_calls_per_vm` calls, each with at
+    /// most `max_params` temporaries, `max_buffers_per_vm` buffers and
+    /// `max_rpc_args_per_vm` RPC argument pages, and `max_pinned_pages_per_vm` unpins in
+    /// total. Unpinning before VM_DESTROYED is safe: the VM's state is gone first, so no SMC
+    /// with its client id can run again, and only such an SMC could make OP-TEE touch its
+    /// pages. While another VM's trap reaps one of this VM's calls (a bounded unwinding with
+    /// this VM's client id) the answer is `Reaping` and nothing changes: retry.
     pub fn vm_destroyed<G: GuestMemory>(&self, vm: VmId, mem: &mut G) -> Result<(), Error> {
         let mut v = L::with(&self.vms, |t| {
             let slot = t.get(&vm).ok_or(Error::UnknownVm)?;
@@ -526,13 +642,17 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                 if s.in_flight > 0 {
                     return Err(Error::CallsInFlight);
                 }
+                if s.reaping > 0 {
+                    return Err(Error::Reaping);
+                }
                 s.life = Life::Destroying;
                 Ok(core::mem::take(&mut s.vm))
             })
         })?;
+        release_deferred(mem, &mut v);
         let ids: Vec<u32> = v.calls.keys().copied().collect();
         for id in ids {
-            self.drain_call(vm, &mut v, id);
+            self.drain_call(vm, &mut v, id, &mut Vec::new());
         }
         for (_, call) in core::mem::take(&mut v.calls) {
             self.release_call_resources(mem, &mut v, call);
@@ -548,16 +668,18 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         r.map_err(|code| Error::VmDestroyFailed { code })
     }
 
-    /// Unwind a parked call of a dying VM: answer each RPC with a failure until OP-TEE
-    /// finishes the call, at most `max_destroy_resumes` round trips. Nothing is copied back
-    /// to the guest; resources are released by the caller afterwards.
-    fn drain_call(&self, vm: VmId, v: &mut Vm, id: u32) {
-        let Some(call) = v.calls.get_mut(&id) else {
-            return;
-        };
+    /// Unwind a parked call of a dying VM, or a reaped call: answer each RPC with a
+    /// failure until OP-TEE finishes the call, at most `max_destroy_resumes` round trips.
+    /// Nothing is copied back to the guest; resources are released by the caller
+    /// afterwards. Returns OP-TEE's final a0, or `None` if the call was abandoned (still
+    /// in an RPC) or was not parked. The cookies of buffers OP-TEE freed on the way
+    /// (RPC SHM_FREE, which OP-TEE does not take back whatever the answer) are added to
+    /// `shm_freed`.
+    fn drain_call(&self, vm: VmId, v: &mut Vm, id: u32, shm_freed: &mut Vec<u64>) -> Option<u32> {
+        let call = v.calls.get_mut(&id)?;
         let CallState::Waiting(mut wait) = core::mem::replace(&mut call.state, CallState::Running)
         else {
-            return;
+            return None;
         };
         for _ in 0..self.limits.max_destroy_resumes {
             let resume = v.calls.get(&id).map(|c| c.resume).unwrap_or_default();
@@ -575,7 +697,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             let r = self.forward_resume(vm.client_id(), &resume, answer);
             let a0 = r[0] as u32;
             if !abi::is_rpc(a0) {
-                return;
+                return Some(a0);
             }
             if let Some(c) = v.calls.get_mut(&id) {
                 c.resume = [r[3], r[4], r[5], r[6]];
@@ -589,13 +711,131 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                     }
                     Wait::Free
                 }
-                abi::OPTEE_SMC_RPC_FUNC_CMD => Wait::Cmd {
-                    cookie,
-                    rpc: MsgArg::default(),
-                },
+                abi::OPTEE_SMC_RPC_FUNC_CMD => {
+                    shm_freed.extend(self.rpc_shm_freed(v, id, cookie));
+                    Wait::Cmd {
+                        cookie,
+                        rpc: MsgArg::default(),
+                    }
+                }
                 _ => Wait::ForeignIntr,
             };
         }
+        None
+    }
+
+    /// The buffer an RPC command of call `id` frees, if OP-TEE's request (in the hypervisor
+    /// page) is SHM_FREE.
+    fn rpc_shm_freed(&self, v: &Vm, id: u32, cookie: u64) -> Option<u64> {
+        let (page, off, size, _, _) = rpc_slot(v, id, cookie)?;
+        let mut bytes = [0u8; arg_size(1)];
+        if size < bytes.len() {
+            return None;
+        }
+        self.pages.read(page, off, &mut bytes);
+        let header = MsgArgHeader::parse(&bytes).ok()?;
+        if header.cmd != abi::OPTEE_RPC_CMD_SHM_FREE || header.num_params == 0 {
+            return None;
+        }
+        MsgParam::parse(&bytes[param_offset(0)..])
+            .ok()
+            .map(|p| p.u1)
+    }
+
+    /// Try to free an OP-TEE thread for `vm`, whose new call was refused: find another VM
+    /// holding more calls than its share, and among them a call parked (`Waiting`, so not
+    /// in flight) for longer than `max_park_ms` at `now`, the oldest; fail it in OP-TEE.
+    /// Returns the VM and handle reaped, if any.
+    ///
+    /// Each VM is looked at under its own lock, one at a time. The call is taken out of its
+    /// VM's state (the VM's RETURN_FROM_RPC for it then gets ERESUME), unwound with no lock
+    /// held like a dying VM's parked call (`drain_call`, at most `max_destroy_resumes`
+    /// SMCs), then released under the VM's lock: hypervisor pages at once, pins by the VM's
+    /// next trap (`unpin_later`). Meanwhile the VM cannot be destroyed (`Error::Reaping`),
+    /// so no SMC of it runs after its VM_DESTROYED. The unwound call's RPC arguments are
+    /// freed: OP-TEE's RPC-argument cache is never on, so a finished call keeps none, and an
+    /// abandoned thread is never resumed again (as in `vm_destroyed`).
+    fn reap(&self, vm: VmId, now: u64) -> Option<(VmId, u32)> {
+        let (others, vms) = L::with(&self.vms, |t| {
+            let others: Vec<_> = t
+                .iter()
+                .filter(|(id, _)| **id != vm)
+                .map(|(id, slot)| (*id, slot.clone()))
+                .collect();
+            (others, t.len())
+        });
+        let share = self.share(vms);
+        for (victim, slot) in others {
+            let Some((id, mut detached)) = L::with(&slot, |s| self.take_reapable(s, share, now))
+            else {
+                continue;
+            };
+            let mut shm_freed = Vec::new();
+            let a0 = self.drain_call(victim, &mut detached, id, &mut shm_freed);
+            L::with(&slot, |s| {
+                s.reaping -= 1;
+                let v = &mut s.vm;
+                let mut later = Deferred::default();
+                if let Some(call) = detached.calls.remove(&id) {
+                    // OP-TEE's outcome commits a REGISTER_SHM or UNREGISTER_SHM as it would
+                    // have for the guest; nothing reaches the guest's memory (`Deferred`).
+                    let a0 = a0.unwrap_or(abi::OPTEE_SMC_RETURN_ERESUME);
+                    self.complete_call(v, &mut later, id, call, a0);
+                }
+                for c in shm_freed {
+                    if v.bufs.get(&c).is_some_and(|b| b.kind == BufKind::RpcAlloc) {
+                        if let Some(b) = v.bufs.remove(&c) {
+                            release_buffer(&mut later, v, &b);
+                        }
+                    }
+                }
+                // Still pinned until the VM's next trap unpins them.
+                v.pinned += later.unpins.len() as u32;
+                v.unpin_later.extend(later.unpins);
+            });
+            for (_, ra) in core::mem::take(&mut detached.rpc_args) {
+                self.pages.free(ra.page);
+            }
+            return Some((victim, id));
+        }
+        None
+    }
+
+    /// Under the victim's lock: take out its oldest call parked past the deadline if the VM
+    /// holds more than `share` calls, with the RPC arguments that call allocated. The VM
+    /// then counts one more reaping in progress.
+    fn take_reapable(&self, s: &mut Slot, share: u32, now: u64) -> Option<(u32, Vm)> {
+        let v = &mut s.vm;
+        if s.life != Life::Live || v.calls.len() as u32 <= share {
+            return None;
+        }
+        let id = v
+            .calls
+            .iter()
+            .filter(|(_, c)| matches!(c.state, CallState::Waiting(_)))
+            .filter(|(_, c)| now.saturating_sub(c.parked_at) > self.limits.max_park_ms)
+            .min_by_key(|(_, c)| c.parked_at)
+            .map(|(id, _)| *id)?;
+        let call = v.calls.remove(&id)?;
+        let mut detached = Vm::default();
+        let owned: Vec<u64> = v
+            .rpc_args
+            .iter()
+            .filter(|(_, ra)| ra.call == Some(id))
+            .map(|(c, _)| *c)
+            .collect();
+        for c in owned {
+            if let Some(ra) = v.rpc_args.remove(&c) {
+                detached.rpc_args.insert(c, ra);
+            }
+        }
+        if v.reaped.len() >= self.limits.max_calls_per_vm.max(1) as usize {
+            v.reaped.remove(0);
+        }
+        v.reaped.push((id, call.guest.clone()));
+        detached.calls.insert(id, call);
+        s.reaping += 1;
+        Some((id, detached))
     }
 
     /// Make OP-TEE see its RPC command fail with `code` (written into the RPC argument).
@@ -610,10 +850,19 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
 
     /// Handle one trapped trusted-OS SMC from `vm` from start to end: `begin`, then for
     /// every `Step::Forward` the SMC (with no mediator lock held) and `finish`. `regs` are
-    /// the guest's x0..x7; the result is what to write back to x0..x7. Never panics on guest
-    /// input. A trap enters OP-TEE at most `max_internal_resumes + 1` times.
-    pub fn handle_smc<G: GuestMemory>(&self, vm: VmId, mem: &mut G, regs: [u64; 8]) -> [u64; 8] {
-        let mut step = self.begin(vm, mem, regs);
+    /// the guest's x0..x7, `now_ms` the hypervisor's clock in milliseconds (see `begin`);
+    /// the result is what to write back to x0..x7. Never panics on guest input. A trap
+    /// enters OP-TEE at most `max_internal_resumes + 1` times for itself, plus, when it
+    /// had no thread and reaped another VM's call, `max_destroy_resumes` unwinding SMCs
+    /// and one more entry.
+    pub fn handle_smc<G: GuestMemory>(
+        &self,
+        vm: VmId,
+        mem: &mut G,
+        regs: [u64; 8],
+        now_ms: u64,
+    ) -> [u64; 8] {
+        let mut step = self.begin(vm, mem, regs, now_ms);
         loop {
             match step {
                 Step::Reply(out) => return out,
@@ -628,28 +877,40 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
     /// The first half of a trap: validate and prepare under `vm`'s lock, then either answer
     /// the guest or ask for an SMC. Safe to call from several CPUs at once, for one VM or
     /// many.
-    pub fn begin<G: GuestMemory>(&self, vm: VmId, mem: &mut G, regs: [u64; 8]) -> Step<L> {
-        let mut trap = Trap::new(&self.limits);
+    ///
+    /// `now_ms` is the hypervisor's clock in milliseconds (any origin, never going back; on
+    /// every CPU the same clock): the trap's time, used to date a call that parks in an RPC
+    /// and to tell whether another VM's parked call is past `max_park_ms`. It is the only
+    /// time the mediator knows.
+    pub fn begin<G: GuestMemory>(
+        &self,
+        vm: VmId,
+        mem: &mut G,
+        regs: [u64; 8],
+        now_ms: u64,
+    ) -> Step<L> {
+        let mut trap = Trap::new(&self.limits, now_ms);
         let unknown = err_regs(abi::OPTEE_SMC_RETURN_UNKNOWN_FUNCTION);
-        let Some(slot) = self.slot(vm) else {
+        let Some((slot, share)) = self.slot_and_share(vm) else {
             return Step::Reply(self.reply(vm, &regs, &trap, unknown));
         };
         let next = L::with(&slot, |s| {
             if s.life != Life::Live {
                 return Next::Reply(unknown);
             }
-            let next = self.dispatch(vm, &mut s.vm, mem, &regs, &mut trap);
+            release_deferred(mem, &mut s.vm);
+            let next = self.dispatch(vm, &mut s.vm, mem, &regs, &mut trap, share);
             if matches!(next, Next::Forward(..)) {
                 s.in_flight += 1;
             }
             next
         });
-        self.step(slot, vm, regs, trap, next)
+        self.step(slot, vm, mem, regs, trap, next)
     }
 
     /// The second half of a trap: take OP-TEE's `result` for `token` under the VM's lock.
-    /// Either answers the guest or asks for another SMC (an internal resume, or asking
-    /// DISABLE_SHM_CACHE again).
+    /// Either answers the guest or asks for another SMC (an internal resume, asking
+    /// DISABLE_SHM_CACHE again, or entering a call again after reaping).
     pub fn finish<G: GuestMemory>(
         &self,
         mem: &mut G,
@@ -670,35 +931,68 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                 return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_ERESUME));
             }
             let next = self.on_result(vm, &mut s.vm, mem, awaiting, &result, &mut trap);
-            if matches!(next, Next::Forward(..)) {
+            // A trap reaping for its call still holds that call: it stays in flight.
+            if matches!(next, Next::Forward(..) | Next::Reap(Refused::Call(_))) {
                 s.in_flight += 1;
             }
             next
         });
-        self.step(slot, vm, regs, trap, next)
+        self.step(slot, vm, mem, regs, trap, next)
     }
 
     /// Turn a locked step's outcome into the hypervisor's next step (the lock is released).
-    fn step(
+    /// A refused call reaps first, with no lock held, then takes the VM's lock once more.
+    fn step<G: GuestMemory>(
         &self,
         slot: Arc<L::Mutex<Slot>>,
         vm: VmId,
+        mem: &mut G,
         regs: [u64; 8],
-        trap: Trap,
-        next: Next,
+        mut trap: Trap,
+        mut next: Next,
     ) -> Step<L> {
-        match next {
-            Next::Reply(head) => Step::Reply(self.reply(vm, &regs, &trap, head)),
-            Next::Forward(fwd, awaiting) => Step::Forward {
-                regs: fwd,
-                token: Token {
-                    slot,
-                    vm,
-                    regs,
-                    trap,
-                    awaiting,
-                },
-            },
+        loop {
+            match next {
+                Next::Reply(head) => return Step::Reply(self.reply(vm, &regs, &trap, head)),
+                Next::Forward(fwd, awaiting) => {
+                    return Step::Forward {
+                        regs: fwd,
+                        token: Token {
+                            slot,
+                            vm,
+                            regs,
+                            trap,
+                            awaiting,
+                        },
+                    }
+                }
+                Next::Reap(refused) => {
+                    trap.reap_tried = true;
+                    trap.reaped = self.reap(vm, trap.now);
+                    let reaped = trap.reaped.is_some();
+                    next = match refused {
+                        Refused::Share => Next::Reply(err_regs(Fault::ThreadLimit.smc_code())),
+                        Refused::Call(id) => L::with(&slot, |s| {
+                            s.in_flight = s.in_flight.saturating_sub(1);
+                            let limit = abi::OPTEE_SMC_RETURN_ETHREAD_LIMIT;
+                            if s.life != Life::Live {
+                                // Cannot happen: the trap was in flight, so the VM lived on.
+                                return Next::Reply(err_regs(limit));
+                            }
+                            let again = s.vm.calls.get(&id).filter(|_| reaped).map(|call| {
+                                Next::Forward(entry_regs(vm, call), Awaiting::Enter(id))
+                            });
+                            match again {
+                                Some(fwd) => {
+                                    s.in_flight += 1;
+                                    fwd
+                                }
+                                None => Next::Reply(self.complete(&mut s.vm, mem, id, limit)),
+                            }
+                        }),
+                    };
+                }
+            }
         }
     }
 
@@ -715,6 +1009,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                 pages_translated: trap.budget.translated,
                 ret: head[0] as u32,
                 fault: trap.fault,
+                reaped: trap.reaped,
             });
         }
         [
@@ -722,6 +1017,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         ]
     }
 
+    /// `share` is the VM's share of OP-TEE's threads at this trap (`calls_per_vm`).
     fn dispatch<G: GuestMemory>(
         &self,
         vm: VmId,
@@ -729,6 +1025,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         mem: &mut G,
         regs: &[u64; 8],
         trap: &mut Trap,
+        share: u32,
     ) -> Next {
         let client = vm.client_id();
         let fid = regs[0] as u32;
@@ -738,8 +1035,13 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             | abi::OPTEE_SMC_CALLS_UID
             | abi::OPTEE_SMC_CALLS_REVISION
             | abi::OPTEE_SMC_GET_OS_UUID
-            | abi::OPTEE_SMC_GET_OS_REVISION
-            | abi::OPTEE_SMC_ENABLE_SHM_CACHE => self.pass_through(client, fid, 0, Awaiting::Fast),
+            | abi::OPTEE_SMC_GET_OS_REVISION => self.pass_through(client, fid, 0, Awaiting::Fast),
+            // Never forwarded: with OP-TEE's RPC-argument cache on, a thread keeps a call's
+            // RPC argument after the call and a later call on it, maybe another VM's, gets
+            // RPC_FUNC_FREE of the first VM's cookie (see the module doc). With it off,
+            // OP-TEE frees every RPC argument within the call that allocated it. OK, not an
+            // error: Linux's driver retries ENABLE_SHM_CACHE until it gets OK.
+            abi::OPTEE_SMC_ENABLE_SHM_CACHE => reply(err_regs(abi::OPTEE_SMC_RETURN_OK)),
             abi::OPTEE_SMC_EXCHANGE_CAPABILITIES => {
                 self.pass_through(client, fid, FORWARDED_NSEC_CAPS, Awaiting::Capabilities)
             }
@@ -751,23 +1053,20 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             abi::OPTEE_SMC_DISABLE_SHM_CACHE => {
                 self.pass_through(client, fid, 0, Awaiting::DisableShmCache)
             }
-            abi::OPTEE_SMC_GET_THREAD_COUNT => reply(ok_regs(
-                abi::OPTEE_SMC_RETURN_OK,
-                u64::from(self.calls_per_vm()),
-                0,
-                0,
-            )),
+            abi::OPTEE_SMC_GET_THREAD_COUNT => {
+                reply(ok_regs(abi::OPTEE_SMC_RETURN_OK, u64::from(share), 0, 0))
+            }
             abi::OPTEE_SMC_GET_SHM_CONFIG
             | abi::OPTEE_SMC_L2CC_MUTEX
             | abi::OPTEE_SMC_ENABLE_ASYNC_NOTIF
             | abi::OPTEE_SMC_GET_ASYNC_NOTIF_VALUE => {
                 reply(err_regs(abi::OPTEE_SMC_RETURN_ENOTAVAIL))
             }
-            abi::OPTEE_SMC_CALL_WITH_ARG => self.std_call(vm, v, mem, regs, trap),
+            abi::OPTEE_SMC_CALL_WITH_ARG => self.std_call(vm, v, mem, regs, trap, share),
             abi::OPTEE_SMC_CALL_WITH_RPC_ARG | abi::OPTEE_SMC_CALL_WITH_REGD_ARG
                 if self.inline_rpc_size().is_some() =>
             {
-                self.std_call(vm, v, mem, regs, trap)
+                self.std_call(vm, v, mem, regs, trap, share)
             }
             abi::OPTEE_SMC_RETURN_FROM_RPC => self.resume(vm, v, mem, regs, trap),
             abi::OPTEE_SMC_VM_CREATED
@@ -802,7 +1101,8 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             Awaiting::Fast => Next::Reply(masked),
             Awaiting::Capabilities => Next::Reply(self.filter_capabilities(masked)),
             Awaiting::DisableShmCache => self.disable_shm_cache(vm, v, mem, masked, trap),
-            Awaiting::Call(id) => self.after_optee(vm, v, mem, id, *r, trap),
+            Awaiting::Enter(id) => self.after_optee(vm, v, mem, (id, true), *r, trap),
+            Awaiting::Call(id) => self.after_optee(vm, v, mem, (id, false), *r, trap),
         }
     }
 
@@ -894,7 +1194,8 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
 
     /// CALL_WITH_ARG, CALL_WITH_RPC_ARG and CALL_WITH_REGD_ARG. OP-TEE always gets the
     /// shadow page by physical address: CALL_WITH_ARG, or CALL_WITH_RPC_ARG with the RPC
-    /// argument right after the argument in the same shadow page.
+    /// argument right after the argument in the same shadow page. A VM with `share` calls
+    /// open gets ETHREAD_LIMIT (after looking for a call of another VM to reap).
     fn std_call<G: GuestMemory>(
         &self,
         vm: VmId,
@@ -902,10 +1203,11 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         mem: &mut G,
         regs: &[u64; 8],
         trap: &mut Trap,
+        share: u32,
     ) -> Next {
-        if v.calls.len() as u32 >= self.calls_per_vm() {
+        if v.calls.len() as u32 >= share {
             trap.fault = Some(Fault::ThreadLimit);
-            return Next::Reply(err_regs(Fault::ThreadLimit.smc_code()));
+            return Next::Reap(Refused::Share);
         }
         let fid = regs[0] as u32;
         let inline_rpc = match fid {
@@ -918,7 +1220,14 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             }
             _ => Ok(GuestLoc::Ipa(Ipa(regpair(regs[1], regs[2])))),
         };
-        let arg = match loc.and_then(|loc| Ok((self.copy_in_arg(mem, &loc)?, loc))) {
+        let copied = loc.and_then(|loc| {
+            let arg = self.copy_in_arg(mem, &loc)?;
+            if let Some(size) = inline_rpc {
+                probe_inline_rpc(mem, &loc, arg_size(arg.params.len()), size)?;
+            }
+            Ok((arg, loc))
+        });
+        let arg = match copied {
             Ok(a) => a,
             Err(f) => {
                 trap.fault = Some(f);
@@ -941,45 +1250,23 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             register: None,
             unregister: None,
             resume: [0; 4],
+            parked_at: trap.now,
         };
         let out = match self.translate_params(v, mem, &mut call, trap) {
             Ok(out) => out,
             Err(f) => {
                 // Report like OP-TEE reports a bad parameter: in the message, SMC OK.
                 trap.fault = Some(f);
-                let _ = call
-                    .guest
-                    .write(mem, abi::ARG_OFFSET_RET, &f.teec_code().to_le_bytes());
-                let _ = call.guest.write(
-                    mem,
-                    abi::ARG_OFFSET_RET_ORIGIN,
-                    &abi::TEEC_ORIGIN_COMMS.to_le_bytes(),
-                );
+                fail_in_guest(mem, &call.guest, f.teec_code());
                 self.release_call_resources(mem, v, call);
                 return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_OK));
             }
         };
         self.pages.write(&call.shadow, 0, &out.to_bytes());
-        let fwd = match inline_rpc {
-            Some(_) => abi::OPTEE_SMC_CALL_WITH_RPC_ARG,
-            None => abi::OPTEE_SMC_CALL_WITH_ARG,
-        };
-        let (hi, lo) = split_regpair(call.shadow.phys().raw());
+        let fwd = entry_regs(vm, &call);
         let id = alloc_call_id(v);
         v.calls.insert(id, call);
-        Next::Forward(
-            [
-                u64::from(fwd),
-                hi,
-                lo,
-                OPTEE_SMC_SHM_CACHED,
-                0,
-                0,
-                0,
-                vm.client_id(),
-            ],
-            Awaiting::Call(id),
-        )
+        Next::Forward(fwd, Awaiting::Enter(id))
     }
 
     /// Copy the guest's argument (header, then exactly the params it announced) and check
@@ -1209,19 +1496,24 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         self.pages.free(call.shadow);
     }
 
-    /// OP-TEE returned from a call or a resume (`r`): finish the call, park it on an RPC,
-    /// or answer the RPC here and resume OP-TEE (the trap's `max_internal_resumes` budget).
+    /// OP-TEE returned from a call's entry (`first`) or a resume (`r`): finish the call,
+    /// park it on an RPC, or answer the RPC here and resume OP-TEE (the trap's
+    /// `max_internal_resumes` budget). An entry OP-TEE had no thread for (ETHREAD_LIMIT)
+    /// first looks for a call to reap, once per trap.
     fn after_optee<G: GuestMemory>(
         &self,
         vm: VmId,
         v: &mut Vm,
         mem: &mut G,
-        id: u32,
+        (id, first): (u32, bool),
         r: [u64; 8],
         trap: &mut Trap,
     ) -> Next {
         let client = vm.client_id();
         let a0 = r[0] as u32;
+        if first && a0 == abi::OPTEE_SMC_RETURN_ETHREAD_LIMIT && !trap.reap_tried {
+            return Next::Reap(Refused::Call(id));
+        }
         if !abi::is_rpc(a0) {
             return Next::Reply(self.complete(v, mem, id, a0));
         }
@@ -1229,6 +1521,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_ERESUME));
         };
         call.resume = [r[3], r[4], r[5], r[6]];
+        call.parked_at = trap.now;
         let id64 = u64::from(id);
         // Either park the call and return the RPC to the guest, or answer OP-TEE here.
         let answer: [u64; 4] = match a0 & !abi::OPTEE_SMC_RETURN_RPC_PREFIX_MASK {
@@ -1244,12 +1537,21 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             }
             abi::OPTEE_SMC_RPC_FUNC_FREE => {
                 let cookie = regpair(r[1], r[2]);
-                if let Some(ra) = v.rpc_args.remove(&cookie) {
-                    self.pages.free(ra.page);
+                match v.rpc_args.remove(&cookie) {
+                    Some(ra) => {
+                        self.pages.free(ra.page);
+                        call.state = CallState::Waiting(Wait::Free);
+                        let (hi, lo) = split_regpair(cookie);
+                        return Next::Reply(ok_regs(a0, hi, lo, id64));
+                    }
+                    None => {
+                        // Not this VM's: another VM's cookie (a thread-kept RPC argument,
+                        // impossible with OP-TEE's cache off) or a stale one. The guest
+                        // would free whatever the value names: answer as if it had freed it.
+                        trap.fault = Some(Fault::UnknownCookie);
+                        [0, 0, call.resume[1], call.resume[2]]
+                    }
                 }
-                call.state = CallState::Waiting(Wait::Free);
-                let (hi, lo) = split_regpair(cookie);
-                return Next::Reply(ok_regs(a0, hi, lo, id64));
             }
             abi::OPTEE_SMC_RPC_FUNC_FOREIGN_INTR => {
                 call.state = CallState::Waiting(Wait::ForeignIntr);
@@ -1338,10 +1640,29 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         Ok(rpc)
     }
 
+    /// Call `id` returned from OP-TEE with `a0`: commit, copy back, release (`complete_call`).
     fn complete<G: GuestMemory>(&self, v: &mut Vm, mem: &mut G, id: u32, a0: u32) -> [u64; 4] {
-        let Some(mut call) = v.calls.remove(&id) else {
-            return err_regs(a0);
-        };
+        if let Some(call) = v.calls.remove(&id) {
+            self.complete_call(v, mem, id, call, a0);
+        }
+        err_regs(a0)
+    }
+
+    /// `call` (handle `id`, already out of `v.calls`) is over with OP-TEE's `a0`: commit a
+    /// REGISTER_SHM or UNREGISTER_SHM that OP-TEE accepted, copy the results back to the
+    /// guest, release what the call holds. Its RPC arguments (if OP-TEE kept any) no longer
+    /// belong to an open call.
+    fn complete_call<G: GuestMemory>(
+        &self,
+        v: &mut Vm,
+        mem: &mut G,
+        id: u32,
+        mut call: Call,
+        a0: u32,
+    ) {
+        for ra in v.rpc_args.values_mut().filter(|ra| ra.call == Some(id)) {
+            ra.call = None;
+        }
         let n = call.arg.params.len();
         let mut bytes = alloc::vec![0u8; arg_size(n)];
         self.pages.read(&call.shadow, 0, &mut bytes);
@@ -1367,7 +1688,6 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             copy_back(mem, &call, &res);
         }
         self.release_call_resources(mem, v, call);
-        err_regs(a0)
     }
 
     // -------------------------------------------------------------------------------------
@@ -1392,13 +1712,24 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             }
         });
         let Some(wait) = waiting else {
+            if let Some(i) = v.reaped.iter().position(|(h, _)| *h == id) {
+                // Reaped while parked: OP-TEE has failed it. Say so in the guest's message as
+                // the communication layer (the mediator, origin COMMS) that cut the call.
+                // Not TARGET_DEAD: that tells the client its TA died and the session is
+                // gone, which the mediator does not know (the TA saw its RPCs fail and may
+                // have returned cleanly; its session may well live on).
+                let (_, guest) = v.reaped.remove(i);
+                fail_in_guest(mem, &guest, abi::TEEC_ERROR_COMMUNICATION);
+                trap.fault = Some(Fault::Reaped);
+                return Next::Reply(err_regs(Fault::Reaped.smc_code()));
+            }
             trap.fault = Some(Fault::BadResume);
             return Next::Reply(err_regs(Fault::BadResume.smc_code()));
         };
         let resume = v.calls.get(&id).map(|c| c.resume).unwrap_or_default();
         let preserved = [0, 0, resume[1], resume[2]];
         let answer = match wait {
-            Wait::Alloc { size } => self.rpc_alloc(v, mem, regs, size, trap),
+            Wait::Alloc { size } => self.rpc_alloc(v, mem, id, regs, size, trap),
             Wait::Free | Wait::ForeignIntr => preserved,
             Wait::Pending { a1, a2, a4, a5 } => [a1, a2, a4, a5],
             Wait::Cmd { cookie, rpc } => {
@@ -1418,6 +1749,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         &self,
         v: &mut Vm,
         mem: &mut G,
+        id: u32,
         regs: &[u64; 8],
         size: u64,
         trap: &mut Trap,
@@ -1428,7 +1760,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             // The guest could not allocate: OP-TEE sees the failure.
             return [0; 4];
         }
-        match self.try_rpc_alloc(v, mem, ipa, cookie, size) {
+        match self.try_rpc_alloc(v, mem, id, ipa, cookie, size) {
             Ok(pa) => {
                 let (hi, lo) = split_regpair(pa);
                 let (chi, clo) = split_regpair(cookie);
@@ -1445,6 +1777,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         &self,
         v: &mut Vm,
         mem: &mut G,
+        id: u32,
         ipa: u64,
         cookie: u64,
         size: u64,
@@ -1470,6 +1803,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                 ipa: Ipa(ipa),
                 size: size as usize,
                 page,
+                call: Some(id),
             },
         );
         Ok(pa)
@@ -1638,14 +1972,70 @@ fn regd_loc(v: &Vm, cookie: u64, offs: u64) -> Result<GuestLoc, Fault> {
     })
 }
 
-/// Allocate a call handle not in use (handles are per VM and only name this VM's calls).
+/// Allocate a call handle not in use (handles are per VM and only name this VM's calls),
+/// nor naming a reaped call the guest may still resume.
 fn alloc_call_id(v: &mut Vm) -> u32 {
     loop {
         let id = v.next_call;
         v.next_call = v.next_call.wrapping_add(1);
-        if !v.calls.contains_key(&id) {
+        if !v.calls.contains_key(&id) && !v.reaped.iter().any(|(h, _)| *h == id) {
             return id;
         }
+    }
+}
+
+/// CALL_WITH_ARG, or CALL_WITH_RPC_ARG with the inline RPC argument, naming `call`'s shadow
+/// page; a7 is the VM's client id.
+fn entry_regs(vm: VmId, call: &Call) -> [u64; 8] {
+    let fid = match call.inline_rpc {
+        Some(_) => abi::OPTEE_SMC_CALL_WITH_RPC_ARG,
+        None => abi::OPTEE_SMC_CALL_WITH_ARG,
+    };
+    let (hi, lo) = split_regpair(call.shadow.phys().raw());
+    [
+        u64::from(fid),
+        hi,
+        lo,
+        OPTEE_SMC_SHM_CACHED,
+        0,
+        0,
+        0,
+        vm.client_id(),
+    ]
+}
+
+/// CALL_WITH_RPC_ARG / CALL_WITH_REGD_ARG: the inline RPC argument (`size` bytes right after
+/// the `arg_len`-byte argument, where requests are copied to and answers from) must be the
+/// VM's RAM too, as a bad argument address is: `BadAddress`. Argument and RPC argument fit
+/// one page together (`inline_rpc_size`), so the area ends at most one page past the
+/// argument's pages, which `copy_in_arg` read: probing its last byte covers every page it
+/// spans, and, inside a registered buffer, the buffer's end.
+fn probe_inline_rpc<G: GuestMemory>(
+    mem: &G,
+    loc: &GuestLoc,
+    arg_len: usize,
+    size: usize,
+) -> Result<(), Fault> {
+    let last = (arg_len + size).checked_sub(1).ok_or(Fault::BadAddress)?;
+    loc.read(mem, last, &mut [0u8; 1])
+}
+
+/// Tell the guest its call failed with `code`, origin COMMS, in its message (if it can be
+/// written: the guest may have made it unwritable, which only hurts itself).
+fn fail_in_guest<G: GuestMemory>(mem: &mut G, guest: &GuestLoc, code: u32) {
+    let _ = guest.write(mem, abi::ARG_OFFSET_RET, &code.to_le_bytes());
+    let _ = guest.write(
+        mem,
+        abi::ARG_OFFSET_RET_ORIGIN,
+        &abi::TEEC_ORIGIN_COMMS.to_le_bytes(),
+    );
+}
+
+/// Drop the pins reaped calls left for this VM's own trap (`Vm::unpin_later`).
+fn release_deferred<G: GuestMemory>(mem: &mut G, v: &mut Vm) {
+    for ipa in core::mem::take(&mut v.unpin_later) {
+        mem.unpin(ipa);
+        v.pinned -= 1;
     }
 }
 

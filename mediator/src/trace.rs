@@ -24,6 +24,9 @@ pub struct SmcRecord {
     pub ret: u32,
     /// The guest misbehaviour detected, if any.
     pub fault: Option<Fault>,
+    /// Another VM's parked call this trap reaped to free an OP-TEE thread for itself or
+    /// others: (that VM, its call handle).
+    pub reaped: Option<(VmId, u32)>,
 }
 
 /// Receives one record per trapped SMC.

@@ -11,7 +11,8 @@
 //! Traps can also be left in flight (`begin` done, the SMC not yet issued) and finished
 //! later, in any order, interleaved with other VMs' and the same VM's traps and with VM
 //! destruction, as several CPUs would; the fake OP-TEE checks that no mediator lock is held
-//! across any SMC.
+//! across any SMC. The clock moves on input's demand, so calls parked past the deadline of
+//! a VM above its share of OP-TEE's (four) threads get reaped.
 #![no_main]
 
 use std::cell::RefCell;
@@ -128,6 +129,9 @@ fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
     let world = Rc::new(RefCell::new(World::default()));
     let (optee, st) = FakeOpTee::new(&world);
+    // Four threads: a VM alone may have 3 calls, two VMs 2 each, so a VM recreated while
+    // the other holds 3 makes it hold more than its share.
+    st.borrow_mut().threads = 4;
     let limits = Limits {
         max_calls_per_vm: 3,
         max_pages_per_buffer: 600,
@@ -138,6 +142,7 @@ fuzz_target!(|data: &[u8]| {
         max_params: 5,
         max_internal_resumes: 4,
         max_destroy_resumes: 6,
+        max_park_ms: 100,
     };
     let med = Mediator::<_, _, FakeLock, _>::probe(
         optee,
@@ -157,6 +162,8 @@ fuzz_target!(|data: &[u8]| {
     // Traps whose SMC has not been issued yet (other CPUs, mid world switch).
     let mut in_flight: Vec<(VmId, [u64; 8], Token<FakeLock>)> = Vec::new();
 
+    // The hypervisor's clock (ms).
+    let mut now = 0u64;
     let mut ops = 0;
     while !b.empty() && ops < 200 {
         ops += 1;
@@ -221,7 +228,7 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let (hi, lo) = abi::split_regpair(ptr);
                 let regs = [u64::from(fid), hi, lo, a3, 0, 0, 0, b.u64()];
-                let r = med.handle_smc(vm, mem.get_mut(&vm).unwrap(), regs);
+                let r = med.handle_smc(vm, mem.get_mut(&vm).unwrap(), regs, now);
                 if abi::is_rpc(r[0] as u32) {
                     handles.push(r[3]);
                 }
@@ -245,7 +252,7 @@ fuzz_target!(|data: &[u8]| {
                     b.u64(),
                     b.u64(),
                 ];
-                let r = med.handle_smc(vm, mem.get_mut(&vm).unwrap(), regs);
+                let r = med.handle_smc(vm, mem.get_mut(&vm).unwrap(), regs, now);
                 if abi::is_rpc(r[0] as u32) {
                     handles.push(r[3]);
                 }
@@ -258,7 +265,7 @@ fuzz_target!(|data: &[u8]| {
                 for r in regs.iter_mut().skip(1) {
                     *r = b.small();
                 }
-                let r = med.handle_smc(vm, mem.get_mut(&vm).unwrap(), regs);
+                let r = med.handle_smc(vm, mem.get_mut(&vm).unwrap(), regs, now);
                 if abi::is_rpc(r[0] as u32) {
                     handles.push(r[3]);
                 }
@@ -342,7 +349,7 @@ fuzz_target!(|data: &[u8]| {
                         ]
                     }
                 };
-                match med.begin(vm, mem.get_mut(&vm).unwrap(), regs) {
+                match med.begin(vm, mem.get_mut(&vm).unwrap(), regs, now) {
                     MedStep::Reply(r) => {
                         if abi::is_rpc(r[0] as u32) {
                             handles.push(r[3]);
@@ -367,6 +374,8 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
             }
+            // Time passes.
+            9 => now += u64::from(b.u8()),
             // Read-only page toggles.
             _ => {
                 let p = FakeMem::ipa(u64::from(b.u8()) % RAM_PAGES);

@@ -298,6 +298,79 @@ fn disable_shm_cache_racing_a_sibling_call_keeps_the_page() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Reaping against calls in flight.
+// ---------------------------------------------------------------------------------------
+
+/// VM1, alone with OP-TEE's two threads, parks two calls; VM2 comes and, past the deadline,
+/// its call finds no thread. A call of VM1 whose RETURN_FROM_RPC is in flight on a vCPU is
+/// never reaped: with one in flight the other is reaped (though younger), with both in
+/// flight nothing is and VM2 gets ETHREAD_LIMIT. Every resume in flight still completes.
+#[test]
+fn a_call_in_flight_is_never_reaped() {
+    for both_in_flight in [false, true] {
+        let mut env = Env::build(Limits::default(), 2, &[VM1]);
+        let mut h = Vec::new();
+        for i in 0..2 {
+            env.now = i * 1_000;
+            env.plan(vec![Step::ForeignIntr]);
+            put_invoke(&mut env, VM1, i, i);
+            let r = env.call(VM1, arg_ipa(i));
+            assert_eq!(r[0], rpc(OPTEE_SMC_RPC_FUNC_FOREIGN_INTR));
+            h.push(r[3]);
+        }
+        env.med.vm_created(VM2).unwrap();
+        env.now = 10 * crate::limits::DEFAULT_MAX_PARK_MS;
+        // The oldest call's resume is in flight (and the other's too, in the second run).
+        let mut resumes = vec![forward(env.begin(VM1, resume_regs(h[0], 0, 0)))];
+        if both_in_flight {
+            resumes.push(forward(env.begin(VM1, resume_regs(h[1], 0, 0))));
+        }
+        put_invoke(&mut env, VM2, 2, 7);
+        let r = env.call(VM2, arg_ipa(2));
+        let reaped = env.last_record().reaped;
+        if both_in_flight {
+            assert_eq!(r[0], u64::from(OPTEE_SMC_RETURN_ETHREAD_LIMIT));
+            assert_eq!(reaped, None);
+        } else {
+            assert_eq!(r[0], OK);
+            assert_eq!(
+                reaped,
+                Some((VM1, h[1] as u32)),
+                "the parked one, not the older"
+            );
+            assert_eq!(echoed(&mut env, VM2, 2), (TEEC_SUCCESS, 1007));
+        }
+        assert_eq!(
+            env.med.vm_stats(VM1).unwrap().in_flight as usize,
+            resumes.len()
+        );
+        for (i, (f, t)) in resumes.into_iter().enumerate() {
+            let r = env.enter(f);
+            let out = env.finish(VM1, t, r);
+            assert_eq!(env.land(VM1, out)[0], OK);
+            assert_eq!(
+                echoed(&mut env, VM1, i as u64),
+                (TEEC_SUCCESS, 1000 + i as u64)
+            );
+        }
+        if !both_in_flight {
+            assert_eq!(
+                env.resume(VM1, h[1], 0, 0)[0],
+                u64::from(OPTEE_SMC_RETURN_ERESUME),
+                "the reaped call"
+            );
+            assert_eq!(env.last_record().fault, Some(Fault::Reaped));
+            assert_eq!(
+                env.mem(VM1).get_arg(arg_ipa(1), 2).header.ret,
+                TEEC_ERROR_COMMUNICATION
+            );
+        }
+        assert_balanced(&env);
+        assert_eq!(env.optee.borrow().threads_in_use(), 0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Random interleavings of whole guest programs.
 // ---------------------------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 //! Host tests: the mediator against a scripted fake OP-TEE and scattered guest memory.
 //!
 //! Every scenario ends with `Env::check`, which re-asserts the global invariants: every
-//! SMC a guest caused carried that guest's client id in a7, and the mediator's pin count
-//! for each VM equals the pins the fake memory actually holds. The fake OP-TEE also asserts,
-//! on every SMC, that no mediator lock is held.
+//! SMC a guest caused carried that guest's client id in a7 (or, unwinding another VM's call
+//! the trap reaped, that VM's), and the mediator's pin count for each VM equals the pins
+//! the fake memory actually holds. The fake OP-TEE also asserts, on every SMC, that no
+//! mediator lock is held.
 //!
 //! `scenarios` drives one trap at a time (`Env::smc`); `concurrency` splits traps into
 //! `begin`, the SMC and `finish` (`Env::begin`, `Env::enter`, `Env::finish`) and
@@ -39,6 +40,8 @@ pub struct Env {
     pub trace: Rc<RefCell<Vec<SmcRecord>>>,
     pub med: TestMediator,
     pub mem: BTreeMap<VmId, FakeMem>,
+    /// The hypervisor's clock (milliseconds) every trap is given; tests move it.
+    pub now: u64,
 }
 
 impl Env {
@@ -47,15 +50,26 @@ impl Env {
     }
 
     pub fn with_limits(limits: Limits) -> Self {
+        Self::build(limits, 8, &[VM1, VM2])
+    }
+
+    /// The mediator over an OP-TEE with `threads` threads (as probed), with `vms` created;
+    /// memory for `VM1` and `VM2` whether created or not.
+    pub fn build(limits: Limits, threads: u32, vms: &[VmId]) -> Self {
         let world: Shared = Rc::new(RefCell::new(World::default()));
         let (optee, st) = FakeOpTee::new(&world);
+        st.borrow_mut().threads = threads;
         let rec = Recorder::default();
         let trace = rec.0.clone();
         let med = TestMediator::probe(optee, FakeHv::new(&world), rec, limits).unwrap();
         let mut mem = BTreeMap::new();
         for vm in [VM1, VM2] {
-            med.vm_created(vm).unwrap();
             mem.insert(vm, FakeMem::new(&world, vm.client_id(), RAM_PAGES));
+        }
+        for vm in vms {
+            med.vm_created(*vm).unwrap();
+            mem.entry(*vm)
+                .or_insert_with(|| FakeMem::new(&world, vm.client_id(), RAM_PAGES));
         }
         Self {
             world,
@@ -63,17 +77,21 @@ impl Env {
             trace,
             med,
             mem,
+            now: 0,
         }
     }
 
     pub fn smc(&mut self, vm: VmId, regs: [u64; 8]) -> [u64; 8] {
         let before = self.optee.borrow().log.len();
         let mem = self.mem.get_mut(&vm).unwrap();
-        let out = self.med.handle_smc(vm, mem, regs);
+        let out = self.med.handle_smc(vm, mem, regs, self.now);
+        // A trap that reaped another VM's call unwound it with that VM's client id.
+        let reaped = self.trace.borrow().last().and_then(|r| r.reaped);
         for r in &self.optee.borrow().log[before..] {
-            assert_eq!(
-                r[7],
-                vm.client_id(),
+            let unwinding = reaped.is_some_and(|(v, _)| v.client_id() == r[7])
+                && r[0] as u32 == abi::OPTEE_SMC_RETURN_FROM_RPC;
+            assert!(
+                r[7] == vm.client_id() || unwinding,
                 "forwarded SMC without the VM's client id: {r:x?}"
             );
         }
@@ -83,7 +101,7 @@ impl Env {
     /// The first half of a trap of `vm` (one CPU); a forward must carry the VM's client id.
     pub fn begin(&mut self, vm: VmId, regs: [u64; 8]) -> MedStep<FakeLock> {
         let mem = self.mem.get_mut(&vm).unwrap();
-        let step = self.med.begin(vm, mem, regs);
+        let step = self.med.begin(vm, mem, regs, self.now);
         Self::check_forward(vm, &step);
         step
     }

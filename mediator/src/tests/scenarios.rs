@@ -79,6 +79,7 @@ fn vm_created_refused_or_duplicate_fails_creation() {
         VmId(7),
         &mut m,
         [u64::from(OPTEE_SMC_CALLS_UID), 0, 0, 0, 0, 0, 0, 0],
+        0,
     );
     assert_eq!(r[0], u64::from(OPTEE_SMC_RETURN_UNKNOWN_FUNCTION));
 }
@@ -184,15 +185,24 @@ fn thread_count_is_the_vm_share() {
         (r[0], r[1]),
         (OK, u64::from(crate::limits::DEFAULT_MAX_CALLS_PER_VM))
     );
+    // Above the cap, the share is OP-TEE's threads divided among the VMs (this expectation
+    // was 8 while the share ignored the other VM: one VM could hold every thread).
     let mut env = Env::with_limits(Limits {
         max_calls_per_vm: 100,
         ..Limits::default()
     });
     assert_eq!(
         env.fast(VM1, OPTEE_SMC_GET_THREAD_COUNT)[1],
-        8,
-        "capped by OP-TEE's threads"
+        4,
+        "half of OP-TEE's 8 threads with two VMs"
     );
+    env.destroy(VM2);
+    assert_eq!(
+        env.fast(VM1, OPTEE_SMC_GET_THREAD_COUNT)[1],
+        8,
+        "alone, capped by OP-TEE's threads"
+    );
+    assert_eq!(env.med.calls_per_vm(), 8);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -996,6 +1006,131 @@ fn disable_shm_cache_frees_cached_rpc_args() {
 }
 
 // ---------------------------------------------------------------------------------------
+// RPC argument cookies never cross VMs or calls (OP-TEE's RPC-argument cache).
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn enable_shm_cache_is_answered_here_and_never_reaches_optee() {
+    let mut env = Env::new();
+    let n = env.log_len();
+    let r = env.fast(VM1, OPTEE_SMC_ENABLE_SHM_CACHE);
+    assert_eq!(r[0], OK, "OK: Linux retries until it gets it");
+    assert_eq!(r[7], 0xdead, "a7 preserved for the guest");
+    assert_eq!(env.log_len(), n, "never forwarded");
+    assert!(!env.optee.borrow().shm_cache, "OP-TEE's cache stays off");
+    assert_eq!(env.last_record().fault, None);
+    // With the cache off a call's RPC argument lives and dies within the call.
+    env.plan(vec![
+        Step::Alloc(256),
+        Step::Cmd(OPTEE_RPC_CMD_GET_TIME),
+        Step::Free,
+    ]);
+    env.mem(VM1)
+        .put_arg(ARG_IPA, &msg(OPTEE_MSG_CMD_INVOKE_COMMAND, vec![]));
+    let r = env.call(VM1, ARG_IPA);
+    assert_eq!(drive(&mut env, VM1, r, 0xa11c, |_, _| {}), OK);
+    assert!(env.optee.borrow().kept.is_empty());
+    assert_eq!(env.world.borrow().hv_live, 0);
+    env.check();
+}
+
+#[test]
+fn a_free_of_a_cookie_the_vm_never_allocated_is_answered_here() {
+    let mut env = Env::new();
+    // An OP-TEE thread kept an RPC argument that is not VM1's (it could name anything).
+    env.optee.borrow_mut().kept.push_back(0x4141_4141_0000_0000);
+    env.mem(VM1).put_arg(
+        ARG_IPA,
+        &msg(
+            OPTEE_MSG_CMD_INVOKE_COMMAND,
+            vec![val(OPTEE_MSG_ATTR_TYPE_VALUE_OUTPUT, 0, 0, 0)],
+        ),
+    );
+    let n = env.log_len();
+    let r = env.call(VM1, ARG_IPA);
+    assert_eq!(r[0], OK, "the guest never saw the FREE");
+    assert_eq!(env.last_record().fault, Some(Fault::UnknownCookie));
+    let log = env.optee.borrow().log[n..].to_vec();
+    assert_eq!(log.len(), 2, "the entry, then the mediator's own answer");
+    assert_eq!(log[1][0] as u32, OPTEE_SMC_RETURN_FROM_RPC);
+    assert_eq!(env.mem(VM1).get_arg(ARG_IPA, 1).params[0].u0, 1000, "done");
+    assert_eq!(env.world.borrow().hv_live, 0);
+    env.check();
+}
+
+#[test]
+fn a_free_of_another_vms_cookie_never_reaches_the_guest() {
+    let mut env = Env::new();
+    // OP-TEE's cache on (any guest could turn it on before the mediator answered
+    // ENABLE_SHM_CACHE itself): a VM1 call leaves its RPC argument, with a cookie VM1
+    // chose, on its thread; VM2's next call lands there, by CALL_WITH_ARG, then by
+    // CALL_WITH_RPC_ARG.
+    env.optee.borrow_mut().shm_cache = true;
+    let m = msg(
+        OPTEE_MSG_CMD_INVOKE_COMMAND,
+        vec![val(OPTEE_MSG_ATTR_TYPE_VALUE_OUTPUT, 0, 0, 0)],
+    );
+    let (hi, lo) = split_regpair(ARG_IPA);
+    let calls = [OPTEE_SMC_CALL_WITH_ARG, OPTEE_SMC_CALL_WITH_RPC_ARG];
+    for (i, fid) in calls.into_iter().enumerate() {
+        let chosen = 0x4141_4141_0000_0000 + i as u64;
+        env.plan(vec![Step::Alloc(256)]);
+        env.mem(VM1)
+            .put_arg(ARG_IPA, &msg(OPTEE_MSG_CMD_INVOKE_COMMAND, vec![]));
+        let r = env.call(VM1, ARG_IPA);
+        assert_eq!(r[0], rpc(OPTEE_SMC_RPC_FUNC_ALLOC));
+        let at = RPC_ARG_IPA + i as u64 * 4096;
+        assert_eq!(env.resume(VM1, r[3], at, chosen)[0], OK);
+        assert_eq!(env.optee.borrow().kept, [chosen], "kept by OP-TEE");
+        let hv = env.world.borrow().hv_live;
+
+        env.mem(VM2).put_arg(ARG_IPA, &m);
+        let r = env.smc(VM2, [u64::from(fid), hi, lo, 0, 0, 0, 0, 0]);
+        assert_eq!(r[0], OK, "{fid:#x}: VM2 never sees VM1's cookie");
+        assert_eq!(env.last_record().fault, Some(Fault::UnknownCookie));
+        assert_eq!(env.mem(VM2).get_arg(ARG_IPA, 1).params[0].u0, 1000);
+        assert!(env.optee.borrow().kept.is_empty());
+        assert_eq!(
+            env.med.vm_stats(VM1).unwrap().rpc_args,
+            i + 1,
+            "VM2's trap freed nothing of VM1's"
+        );
+        assert_eq!(env.world.borrow().hv_live, hv);
+    }
+    env.destroy(VM1);
+    assert_eq!(env.world.borrow().hv_live, 0);
+    env.check();
+}
+
+#[test]
+fn a_free_of_the_vms_own_cookie_still_reaches_it() {
+    let mut env = Env::new();
+    env.optee.borrow_mut().shm_cache = true;
+    env.plan(vec![Step::Alloc(256)]);
+    env.mem(VM1)
+        .put_arg(ARG_IPA, &msg(OPTEE_MSG_CMD_INVOKE_COMMAND, vec![]));
+    let r = env.call(VM1, ARG_IPA);
+    assert_eq!(env.resume(VM1, r[3], RPC_ARG_IPA, 0xa11c)[0], OK);
+    assert_eq!(
+        env.world.borrow().hv_live,
+        1,
+        "the kept RPC argument's page"
+    );
+    // VM1's next call lands on the thread that kept it: the FREE is the guest's to do.
+    let r = env.call(VM1, ARG_IPA);
+    assert_eq!(
+        (r[0], regpair(r[1], r[2])),
+        (rpc(OPTEE_SMC_RPC_FUNC_FREE), 0xa11c)
+    );
+    assert_eq!(env.last_record().fault, None);
+    assert_eq!(env.med.vm_stats(VM1).unwrap().rpc_args, 0);
+    assert_eq!(env.world.borrow().hv_live, 1, "the call's shadow only");
+    assert_eq!(env.resume(VM1, r[3], 0, 0)[0], OK);
+    assert_eq!(env.world.borrow().hv_live, 0, "every page back in the pool");
+    env.check();
+}
+
+// ---------------------------------------------------------------------------------------
 // VM destruction.
 // ---------------------------------------------------------------------------------------
 
@@ -1303,6 +1438,7 @@ fn hypervisor_page_exhaustion_is_enomem_not_a_panic() {
         VM1,
         &mut mem,
         [u64::from(OPTEE_SMC_CALL_WITH_ARG), hi, lo, 0, 0, 0, 0, 0],
+        0,
     );
     assert_eq!(r[0], u64::from(OPTEE_SMC_RETURN_ENOMEM));
 }
@@ -1525,6 +1661,60 @@ fn call_with_regd_arg_bad_cookie_or_offset() {
 }
 
 #[test]
+fn an_inline_rpc_area_outside_the_vm_is_refused_up_front() {
+    let mut env = Env::new();
+    let ebadaddr = u64::from(OPTEE_SMC_RETURN_EBADADDR);
+    let m = msg(
+        OPTEE_MSG_CMD_INVOKE_COMMAND,
+        vec![val(OPTEE_MSG_ATTR_TYPE_VALUE_INPUT, 1, 2, 3)],
+    );
+    // The argument is the last bytes of RAM: readable, but the RPC argument after it is not.
+    let at = RAM_BASE + RAM_PAGES * 4096 - arg_size(1) as u64;
+    env.mem(VM1).put_arg(at, &m);
+    let n = env.log_len();
+    let (hi, lo) = split_regpair(at);
+    let rpc_arg = [
+        u64::from(OPTEE_SMC_CALL_WITH_RPC_ARG),
+        hi,
+        lo,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ];
+    assert_eq!(env.smc(VM1, rpc_arg)[0], ebadaddr);
+    assert_eq!(env.last_record().fault, Some(Fault::BadAddress));
+    assert_eq!(env.log_len(), n, "refused before OP-TEE");
+    // Without an RPC area the same argument is fine.
+    assert_eq!(env.call(VM1, at)[0], OK);
+    assert_eq!(env.mem(VM1).get_arg(at, 1).header.ret, TEEC_SUCCESS);
+
+    // Inside a registered buffer: the argument fits before the buffer's end, its RPC
+    // argument does not.
+    assert_eq!(register(&mut env, VM1, 0xb0f, 40, 1), TEEC_SUCCESS);
+    let offs = 4096 - arg_size(1) as u64;
+    env.mem(VM1).put_arg(data_ipas(40, 1)[0] + offs, &m);
+    let n = env.log_len();
+    let regd = [
+        u64::from(OPTEE_SMC_CALL_WITH_REGD_ARG),
+        0,
+        0xb0f,
+        offs,
+        0,
+        0,
+        0,
+        0,
+    ];
+    assert_eq!(env.smc(VM1, regd)[0], ebadaddr);
+    assert_eq!(env.last_record().fault, Some(Fault::BadAddress));
+    assert_eq!(env.log_len(), n, "refused before OP-TEE");
+    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.med.vm_stats(VM1).unwrap().calls, 0);
+    env.check();
+}
+
+#[test]
 fn rpc_arg_is_masked_when_it_cannot_be_shadowed() {
     let world = std::rc::Rc::new(std::cell::RefCell::new(World::default()));
     let (optee, st) = FakeOpTee::new(&world);
@@ -1553,6 +1743,7 @@ fn rpc_arg_is_masked_when_it_cannot_be_shadowed() {
             0,
             0,
         ],
+        0,
     );
     assert_eq!(caps[1] & OPTEE_SMC_SEC_CAP_RPC_ARG, 0);
     assert_eq!(caps[3], 0);
@@ -1561,6 +1752,7 @@ fn rpc_arg_is_masked_when_it_cannot_be_shadowed() {
             VM1,
             &mut mem,
             [u64::from(fid), 0, 0x4000_0000, 0, 0, 0, 0, 0],
+            0,
         );
         assert_eq!(r[0], u64::from(OPTEE_SMC_RETURN_UNKNOWN_FUNCTION));
     }
@@ -1662,4 +1854,312 @@ fn destroy_abandons_a_call_that_never_finishes() {
     assert_eq!(resumes, crate::limits::DEFAULT_MAX_DESTROY_RESUMES as usize);
     assert_vm_gone(&env, VM1);
     assert_eq!(env.world.borrow().hv_live, 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Sharing OP-TEE's threads: shares, and reaping parked calls of a VM above its share.
+// ---------------------------------------------------------------------------------------
+
+/// The cookie of `park_in_cmd`'s call `i`'s RPC argument.
+fn parked_cookie(i: u64) -> u64 {
+    0xa000 + i
+}
+
+/// The argument of `park_in_cmd`'s call `i`.
+fn parked_arg(i: u64) -> u64 {
+    RAM_BASE + (1 + i) * 4096
+}
+
+/// `vm` opens call `i` (an INVOKE with a 2-page input buffer) that OP-TEE parks in an RPC
+/// command (after ALLOC) the guest never answers; when answered, OP-TEE frees the RPC
+/// argument and completes. Returns its handle.
+fn park_in_cmd(env: &mut Env, vm: VmId, i: u64) -> u64 {
+    env.plan(vec![
+        Step::Alloc(256),
+        Step::Cmd(OPTEE_RPC_CMD_FS),
+        Step::Free,
+    ]);
+    env.mem(vm)
+        .put_page_list(list_ipa(8 + i), &data_ipas(20 * i, 2));
+    env.mem(vm).put_arg(
+        parked_arg(i),
+        &msg(
+            OPTEE_MSG_CMD_INVOKE_COMMAND,
+            vec![tmem_nc(
+                OPTEE_MSG_ATTR_TYPE_TMEM_INPUT,
+                list_ipa(8 + i),
+                0,
+                2 * 4096,
+                0,
+            )],
+        ),
+    );
+    let r = env.call(vm, parked_arg(i));
+    assert_eq!(r[0], rpc(OPTEE_SMC_RPC_FUNC_ALLOC));
+    let r = env.resume(vm, r[3], RPC_ARG_IPA + i * 4096, parked_cookie(i));
+    assert_eq!(r[0], rpc(OPTEE_SMC_RPC_FUNC_CMD), "parked");
+    r[3]
+}
+
+/// Answer `park_in_cmd`'s call `i` (handle `h`): it completes.
+fn answer_parked(env: &mut Env, vm: VmId, i: u64, h: u64) {
+    let r = env.resume(vm, h, 0, 0);
+    assert_eq!(drive(env, vm, r, parked_cookie(i), |_, _| {}), OK);
+    assert_eq!(
+        env.mem(vm).get_arg(parked_arg(i), 1).header.ret,
+        TEEC_SUCCESS
+    );
+}
+
+fn thread_count(env: &mut Env, vm: VmId) -> u64 {
+    let r = env.fast(vm, OPTEE_SMC_GET_THREAD_COUNT);
+    assert_eq!(r[0], OK);
+    r[1]
+}
+
+#[test]
+fn a_vm_alone_may_hold_every_thread_and_is_never_reaped() {
+    let mut env = Env::build(Limits::default(), 2, &[VM1]);
+    assert_eq!(thread_count(&mut env, VM1), 2);
+    let h: Vec<u64> = (0..2).map(|i| park_in_cmd(&mut env, VM1, i)).collect();
+    env.now = 1_000 * crate::limits::DEFAULT_MAX_PARK_MS;
+    env.mem(VM1)
+        .put_arg(ARG_IPA, &msg(OPTEE_MSG_CMD_INVOKE_COMMAND, vec![]));
+    assert_eq!(
+        env.call(VM1, ARG_IPA)[0],
+        u64::from(OPTEE_SMC_RETURN_ETHREAD_LIMIT)
+    );
+    let rec = env.last_record();
+    assert_eq!((rec.fault, rec.reaped), (Some(Fault::ThreadLimit), None));
+    assert_eq!(env.med.vm_stats(VM1).unwrap().waiting, 2);
+    assert_eq!(env.optee.borrow().threads_in_use(), 2);
+    for (i, h) in h.into_iter().enumerate() {
+        answer_parked(&mut env, VM1, i as u64, h);
+    }
+    assert_eq!(env.mem(VM1).pinned(), 0);
+    assert_eq!(env.world.borrow().hv_live, 0);
+    env.check();
+}
+
+#[test]
+fn a_vm_holding_every_thread_is_reaped_for_another_after_the_deadline() {
+    let deadline = crate::limits::DEFAULT_MAX_PARK_MS;
+    let mut env = Env::build(Limits::default(), 2, &[VM1]);
+    // VM1, alone, parks a call on each of OP-TEE's two threads.
+    env.now = 1_000;
+    let h0 = park_in_cmd(&mut env, VM1, 0);
+    env.now = 2_000;
+    let h1 = park_in_cmd(&mut env, VM1, 1);
+    assert_eq!(env.mem(VM1).pinned(), 4);
+    // VM2 comes: each VM's share is one thread.
+    env.med.vm_created(VM2).unwrap();
+    assert_eq!(thread_count(&mut env, VM1), 1);
+    assert_eq!(thread_count(&mut env, VM2), 1);
+
+    // VM2's call while VM1's calls are not parked longer than the deadline: OP-TEE has no
+    // thread, and nothing is reaped.
+    env.now = 1_000 + deadline;
+    let m = msg(
+        OPTEE_MSG_CMD_INVOKE_COMMAND,
+        vec![val(OPTEE_MSG_ATTR_TYPE_VALUE_OUTPUT, 0, 0, 0)],
+    );
+    env.mem(VM2).put_arg(ARG_IPA, &m);
+    assert_eq!(
+        env.call(VM2, ARG_IPA)[0],
+        u64::from(OPTEE_SMC_RETURN_ETHREAD_LIMIT)
+    );
+    assert_eq!(env.last_record().reaped, None);
+    assert_eq!(env.med.vm_stats(VM1).unwrap().waiting, 2);
+    assert_eq!(env.med.vm_stats(VM2).unwrap().calls, 0);
+
+    // One millisecond later VM1's oldest call is past it: VM2's call reaps it and, in the
+    // same trap, gets the thread.
+    env.now += 1;
+    let (seen, answers) = {
+        let st = env.optee.borrow();
+        (st.seen.len(), st.rpc_answers.len())
+    };
+    assert_eq!(env.call(VM2, ARG_IPA)[0], OK);
+    let rec = env.last_record();
+    assert_eq!((rec.fault, rec.reaped), (None, Some((VM1, h0 as u32))));
+    assert_eq!(env.mem(VM2).get_arg(ARG_IPA, 1).params[0].u0, 1000);
+    {
+        let st = env.optee.borrow();
+        assert_eq!(
+            st.seen.len(),
+            seen + 2,
+            "VM1's call unwound, then VM2's ran"
+        );
+        assert_eq!(st.rpc_answers.len(), answers + 1);
+        assert_eq!(
+            st.rpc_answers.last().unwrap().header.ret,
+            TEEC_ERROR_TARGET_DEAD,
+            "VM1's command failed in OP-TEE"
+        );
+        assert_eq!(st.threads_in_use(), 1, "only VM1's other call");
+    }
+    let s1 = env.med.vm_stats(VM1).unwrap();
+    assert_eq!((s1.calls, s1.waiting, s1.rpc_args), (1, 1, 1));
+    assert_eq!(
+        env.mem(VM1).pinned(),
+        4,
+        "the reaped call's pins wait for VM1's own trap"
+    );
+    env.check();
+
+    // VM1 resumes the reaped call: ERESUME, and its message says the call failed.
+    let eresume = u64::from(OPTEE_SMC_RETURN_ERESUME);
+    assert_eq!(env.resume(VM1, h0, 0, 0)[0], eresume);
+    assert_eq!(env.last_record().fault, Some(Fault::Reaped));
+    let back = env.mem(VM1).get_arg(parked_arg(0), 1);
+    assert_eq!(
+        (back.header.ret, back.header.ret_origin),
+        (TEEC_ERROR_COMMUNICATION, TEEC_ORIGIN_COMMS)
+    );
+    assert_eq!(env.mem(VM1).pinned(), 2, "its pins are gone");
+    assert_eq!(env.resume(VM1, h0, 0, 0)[0], eresume, "told once");
+    assert_eq!(env.last_record().fault, Some(Fault::BadResume));
+
+    // VM1's other call is within its share now: never reaped, however long it waits.
+    env.now += 100 * deadline;
+    env.mem(VM2).put_arg(ARG_IPA, &m);
+    assert_eq!(env.call(VM2, ARG_IPA)[0], OK);
+    assert_eq!(env.last_record().reaped, None);
+    answer_parked(&mut env, VM1, 1, h1);
+    assert_eq!(env.optee.borrow().threads_in_use(), 0);
+    for vm in [VM1, VM2] {
+        assert_eq!(env.med.vm_stats(vm).unwrap(), crate::VmStats::default());
+        assert_eq!(env.mem(vm).pinned(), 0);
+    }
+    assert_eq!(env.world.borrow().hv_live, 0, "no page leaked");
+    env.check();
+}
+
+#[test]
+fn a_call_refused_by_its_share_still_frees_a_thread_for_the_others() {
+    let vm3 = VmId(3);
+    let mut env = Env::build(Limits::default(), 4, &[VM1]);
+    env.mem
+        .insert(vm3, FakeMem::new(&env.world, vm3.client_id(), RAM_PAGES));
+    assert_eq!(thread_count(&mut env, VM1), 4);
+    let h: Vec<u64> = (0..4).map(|i| park_in_cmd(&mut env, VM1, i)).collect();
+    env.med.vm_created(VM2).unwrap();
+    env.med.vm_created(vm3).unwrap();
+    assert_eq!(env.med.calls_per_vm(), 1, "4 threads, 3 VMs");
+    env.now = crate::limits::DEFAULT_MAX_PARK_MS + 1;
+
+    // VM2's first call: OP-TEE has no thread, VM1 (4 calls) is reaped of its oldest.
+    env.plan(vec![Step::ForeignIntr]);
+    env.mem(VM2)
+        .put_arg(ARG_IPA, &msg(OPTEE_MSG_CMD_INVOKE_COMMAND, vec![]));
+    let r = env.call(VM2, ARG_IPA);
+    assert_eq!(r[0], rpc(OPTEE_SMC_RPC_FUNC_FOREIGN_INTR));
+    assert_eq!(env.last_record().reaped, Some((VM1, h[0] as u32)));
+    let h2 = r[3];
+    // VM2's second call is past its share: refused, but VM1 (3 calls) loses one more.
+    let n = env.log_len();
+    assert_eq!(
+        env.call(VM2, ARG_IPA)[0],
+        u64::from(OPTEE_SMC_RETURN_ETHREAD_LIMIT)
+    );
+    let rec = env.last_record();
+    assert_eq!(
+        (rec.fault, rec.reaped),
+        (Some(Fault::ThreadLimit), Some((VM1, h[1] as u32)))
+    );
+    assert!(
+        env.optee.borrow().log[n..]
+            .iter()
+            .all(|r| r[0] as u32 == OPTEE_SMC_RETURN_FROM_RPC && r[7] == VM1.client_id()),
+        "only VM1's call was unwound; VM2's refused call never reached OP-TEE"
+    );
+    assert_eq!(env.med.vm_stats(VM1).unwrap().calls, 2);
+    assert_eq!(env.optee.borrow().threads_in_use(), 3);
+    // So VM3 finds a thread without reaping anything.
+    env.mem(vm3)
+        .put_arg(ARG_IPA, &msg(OPTEE_MSG_CMD_INVOKE_COMMAND, vec![]));
+    assert_eq!(env.call(vm3, ARG_IPA)[0], OK);
+    assert_eq!(env.last_record().reaped, None);
+
+    // VM1 dies before it traps again: its remaining calls are unwound and every pin the
+    // reaped calls left goes too.
+    assert_eq!(env.mem(VM1).pinned(), 8);
+    env.destroy(VM1);
+    assert_eq!(env.mem(VM1).pinned(), 0);
+    assert_eq!(env.resume(VM2, h2, 0, 0)[0], OK);
+    assert_eq!(env.optee.borrow().threads_in_use(), 0);
+    assert_eq!(env.world.borrow().hv_live, 0);
+    env.check();
+}
+
+#[test]
+fn a_reaped_call_gives_back_the_shared_memory_optee_freed_while_unwinding() {
+    let mut env = Env::build(Limits::default(), 2, &[VM1]);
+    // Call 0 gets a shared buffer from the guest (RPC SHM_ALLOC), then parks in a command;
+    // unwound, OP-TEE frees the buffer (SHM_FREE) and the RPC argument on its way out.
+    env.plan(vec![
+        Step::Alloc(256),
+        Step::ShmAlloc(4096),
+        Step::Cmd(OPTEE_RPC_CMD_FS),
+        Step::ShmFreeLast,
+        Step::Free,
+    ]);
+    env.mem(VM1)
+        .put_arg(parked_arg(0), &msg(OPTEE_MSG_CMD_INVOKE_COMMAND, vec![]));
+    env.mem(VM1).put_page_list(list_ipa(4), &data_ipas(100, 1));
+    let r = env.call(VM1, parked_arg(0));
+    let r = env.resume(VM1, r[3], RPC_ARG_IPA, 0xa);
+    assert_eq!(r[0], rpc(OPTEE_SMC_RPC_FUNC_CMD), "SHM_ALLOC");
+    let mut ans = env.mem(VM1).get_arg(RPC_ARG_IPA, 1);
+    ans.params[0] = tmem_nc(
+        OPTEE_MSG_ATTR_TYPE_TMEM_OUTPUT,
+        list_ipa(4),
+        0,
+        4096,
+        0x5a11,
+    );
+    env.mem(VM1).put_arg(RPC_ARG_IPA, &ans);
+    let r = env.resume(VM1, r[3], 0, 0);
+    assert_eq!(
+        r[0],
+        rpc(OPTEE_SMC_RPC_FUNC_CMD),
+        "parked in the FS command"
+    );
+    let h0 = r[3];
+    env.now = 1;
+    let h1 = park_in_cmd(&mut env, VM1, 1);
+    let s = env.med.vm_stats(VM1).unwrap();
+    assert_eq!((s.buffers, s.pinned), (1, 3));
+
+    env.med.vm_created(VM2).unwrap();
+    env.now = 1 + crate::limits::DEFAULT_MAX_PARK_MS;
+    env.mem(VM2)
+        .put_arg(ARG_IPA, &msg(OPTEE_MSG_CMD_INVOKE_COMMAND, vec![]));
+    assert_eq!(env.call(VM2, ARG_IPA)[0], OK);
+    assert_eq!(env.last_record().reaped, Some((VM1, h0 as u32)));
+    assert!(!env
+        .optee
+        .borrow()
+        .shm
+        .contains_key(&(VM1.client_id(), 0x5a11)));
+    let s = env.med.vm_stats(VM1).unwrap();
+    assert_eq!(
+        (s.calls, s.buffers, s.rpc_args),
+        (1, 0, 1),
+        "the buffer OP-TEE freed is gone, and the reaped call's RPC argument"
+    );
+    assert_eq!(s.pinned, 3, "its page stays pinned until VM1 traps");
+    assert_eq!(env.mem(VM1).pinned(), 3);
+    // VM1's next trap, whatever it is, drops it.
+    assert_eq!(thread_count(&mut env, VM1), 1);
+    assert_eq!(env.mem(VM1).pinned(), 2);
+    env.check();
+    answer_parked(&mut env, VM1, 1, h1);
+    assert_eq!(
+        env.resume(VM1, h0, 0, 0)[0],
+        u64::from(OPTEE_SMC_RETURN_ERESUME)
+    );
+    assert_eq!(env.mem(VM1).pinned(), 0);
+    assert_eq!(env.world.borrow().hv_live, 0);
+    env.check();
 }
