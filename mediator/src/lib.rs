@@ -39,6 +39,7 @@ pub mod mediator;
 pub mod ports;
 pub mod probe;
 mod shm;
+pub mod shmspace;
 pub mod trace;
 
 pub use error::{Error, Fault};

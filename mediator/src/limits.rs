@@ -2,16 +2,24 @@
 //! Every limit the mediator enforces, in one configurable struct.
 //!
 //! Each field bounds one thing a hostile guest could otherwise grow without bound. The
-//! defaults are generous for a Linux guest (a 16 MiB buffer, 256 buffers) while keeping the
-//! worst-case work of a single trap to a few thousand page translations.
+//! defaults are generous for a Linux guest (an 8 MiB buffer, 256 buffers) while keeping the
+//! worst-case work of a single trap to a few thousand page translations, and keeping OP-TEE
+//! itself within what it was measured to take.
 //!
 //! ## Work per trap
 //! Xen caps a buffer at 129 pages (512 KiB + 1) and 16 buffers, so one trap cannot walk an
 //! unbounded page list; that cap breaks large buffers. moat instead bounds the *trap*:
 //! every page translated (data pages and list pages) is charged to a per-trap budget,
-//! `max_pages_per_trap`. One buffer may use the whole budget, so a buffer can be as large
-//! as the budget (default 4096 pages = 16 MiB, 32x Xen), and no trap ever walks more than
-//! that many pages, whatever the guest sends.
+//! `max_pages_per_trap`, and no trap ever walks more than that many pages, whatever the
+//! guest sends.
+//!
+//! ## What OP-TEE can map
+//! The work per trap is not the only bound: OP-TEE maps a call's buffers into its own
+//! address space (a pseudo TA's memrefs, the buffers it asks for by RPC), and runs out of
+//! translation tables, and panics, past a span that was measured, per VM, at 2,544 pages
+//! on Debian's OP-TEE 4.5 (see `shmspace`). `max_optee_map_pages_per_vm` (1,536 pages,
+//! 6 MiB) keeps one of OP-TEE's translation tables spare, and `max_pages_per_buffer` is
+//! the same: a larger buffer could never be used in a call. That is still 12x Xen's 129.
 //!
 //! ## OP-TEE's threads
 //! OP-TEE has a fixed number of threads for all VMs together; a call holds one from its
@@ -25,8 +33,12 @@
 /// Default: concurrent yielding calls per VM, at most (its share of OP-TEE's threads may be
 /// fewer).
 pub const DEFAULT_MAX_CALLS_PER_VM: u32 = 4;
-/// Default: pages in one shared buffer (16 MiB).
-pub const DEFAULT_MAX_PAGES_PER_BUFFER: u32 = 4096;
+/// Default: pages in one shared buffer (6 MiB): as many as OP-TEE may map for one VM.
+pub const DEFAULT_MAX_PAGES_PER_BUFFER: u32 = DEFAULT_MAX_OPTEE_MAP_PAGES_PER_VM;
+/// Default: the span, in pages, of one VM's buffers that OP-TEE may have mapped at once
+/// (6 MiB): OP-TEE has 5 tables (2,560 pages) for them and starts a few pages into the
+/// first; 3 blocks leave the fifth table spare and a block of slack (`shmspace`).
+pub const DEFAULT_MAX_OPTEE_MAP_PAGES_PER_VM: u32 = 1536;
 /// Default: pages translated in one trap, all parameters together (list pages included).
 pub const DEFAULT_MAX_PAGES_PER_TRAP: u32 = 4096 + 16;
 /// Default: shared buffers (registered or RPC-allocated) per VM.
@@ -89,6 +101,13 @@ pub struct Limits {
     /// answering an RPC; a VM within its share is never reaped. In the `now_ms` the
     /// hypervisor passes to `Mediator::begin` (its counter, converted).
     pub max_park_ms: u64,
+    /// The span, in pages, of one VM's buffers that OP-TEE may have mapped in its own
+    /// address space at once, in the mediator's first-fit model of that space
+    /// (`shmspace::ShmSpace`): every memref of every open call (a registered buffer whole,
+    /// once per call) and every RPC SHM_ALLOC buffer. Bounds OP-TEE's translation tables,
+    /// which it never gives back and panics without: a call or an RPC allocation that
+    /// would not fit is refused with TEEC_ERROR_OUT_OF_MEMORY.
+    pub max_optee_map_pages_per_vm: u32,
 }
 
 impl Default for Limits {
@@ -104,6 +123,7 @@ impl Default for Limits {
             max_internal_resumes: DEFAULT_MAX_INTERNAL_RESUMES,
             max_destroy_resumes: DEFAULT_MAX_DESTROY_RESUMES,
             max_park_ms: DEFAULT_MAX_PARK_MS,
+            max_optee_map_pages_per_vm: DEFAULT_MAX_OPTEE_MAP_PAGES_PER_VM,
         }
     }
 }

@@ -97,6 +97,7 @@ use crate::ports::{
 };
 use crate::probe::Probe;
 use crate::shm::{free_pages, pin_noncontig, unpin_all, Budget, Pinned, Room};
+use crate::shmspace::{Owner, ShmSpace};
 use crate::trace::{NoTrace, SmcRecord, Trace};
 
 /// Normal-world capabilities the mediator ever forwards: none. A guest's UNIPROCESSOR
@@ -231,6 +232,8 @@ struct Vm {
     /// Pages of reaped calls still to unpin: the reaping trap was another VM's and had no
     /// access to this VM's memory, so the VM's next trap (or `vm_destroyed`) does it.
     unpin_later: Vec<Ipa>,
+    /// The mediator's model of where OP-TEE maps this VM's buffers (`shmspace`).
+    optee_map: ShmSpace,
 }
 
 /// Where a VM is in its life, as the mediator sees it.
@@ -577,7 +580,10 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                 life: Life::Creating,
                 in_flight: 0,
                 reaping: 0,
-                vm: Vm::default(),
+                vm: Vm {
+                    optee_map: ShmSpace::new(self.limits.max_optee_map_pages_per_vm),
+                    ..Vm::default()
+                },
             };
             t.insert(vm, Arc::new(L::new(slot)));
             Ok(())
@@ -787,6 +793,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                         if let Some(b) = v.bufs.remove(&c) {
                             release_buffer(&mut later, v, &b);
                         }
+                        v.optee_map.release(Owner::Rpc(c));
                     }
                 }
                 // Still pinned until the VM's next trap unpins them.
@@ -1262,9 +1269,17 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                 return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_OK));
             }
         };
+        let id = alloc_call_id(v);
+        let blocks = optee_map_blocks(v, &call, &out);
+        if v.optee_map.admit(Owner::Call(id), &blocks).is_err() {
+            // OP-TEE could not map all of it at once: refuse it, as a buffer over a limit.
+            trap.fault = Some(Fault::Limit);
+            fail_in_guest(mem, &call.guest, Fault::Limit.teec_code());
+            self.release_call_resources(mem, v, call);
+            return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_OK));
+        }
         self.pages.write(&call.shadow, 0, &out.to_bytes());
         let fwd = entry_regs(vm, &call);
-        let id = alloc_call_id(v);
         v.calls.insert(id, call);
         Next::Forward(fwd, Awaiting::Enter(id))
     }
@@ -1634,6 +1649,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                     if let Some(b) = v.bufs.remove(&c) {
                         release_buffer(mem, v, &b);
                     }
+                    v.optee_map.release(Owner::Rpc(c));
                 }
             }
         }
@@ -1663,6 +1679,8 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         for ra in v.rpc_args.values_mut().filter(|ra| ra.call == Some(id)) {
             ra.call = None;
         }
+        // OP-TEE has unmapped the call's memrefs by the time it returns.
+        v.optee_map.release(Owner::Call(id));
         let n = call.arg.params.len();
         let mut bytes = alloc::vec![0u8; arg_size(n)];
         self.pages.read(&call.shadow, 0, &mut bytes);
@@ -1906,6 +1924,19 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             (p.u0, p.u1),
             (BufKind::RpcAlloc, BufState::Live),
         )?;
+        // OP-TEE maps what it asked for as soon as it gets it: it must fit, or OP-TEE gets
+        // the allocation failure instead.
+        let pages = v
+            .bufs
+            .get(&cookie)
+            .map_or(0, |b| b.pinned.ipas.len() as u32);
+        if v.optee_map.admit(Owner::Rpc(cookie), &[pages]).is_err() {
+            if let Some(b) = v.bufs.remove(&cookie) {
+                release_buffer(mem, v, &b);
+            }
+            free_pages(&self.pages, list);
+            return Err(Fault::Limit);
+        }
         match v.calls.get_mut(&id) {
             Some(c) => c.lists.extend(list),
             None => free_pages(&self.pages, list),
@@ -2042,6 +2073,39 @@ fn release_deferred<G: GuestMemory>(mem: &mut G, v: &mut Vm) {
 fn release_buffer<G: GuestMemory>(mem: &mut G, v: &mut Vm, b: &Buffer) {
     unpin_all(mem, &b.pinned);
     v.pinned -= b.pinned.ipas.len() as u32;
+}
+
+/// The blocks OP-TEE may map for a call about to enter it, in parameter order (the order
+/// OP-TEE maps them): each temporary memref's pages, and each registered buffer a memref
+/// names, whole and once (OP-TEE maps the buffer object, and only once however many
+/// parameters name it). REGISTER_SHM and UNREGISTER_SHM map nothing.
+fn optee_map_blocks(v: &Vm, call: &Call, out: &MsgArg) -> Vec<u32> {
+    let mut blocks = Vec::new();
+    if matches!(
+        out.header.cmd,
+        abi::OPTEE_MSG_CMD_REGISTER_SHM | abi::OPTEE_MSG_CMD_UNREGISTER_SHM
+    ) {
+        return blocks;
+    }
+    let mut temps = call.temps.iter();
+    let mut named: Vec<u64> = Vec::new();
+    for p in &out.params {
+        match p.kind() {
+            Some(ParamKind::Tmem { .. }) if p.is_noncontig() => {
+                if let Some(t) = temps.next() {
+                    blocks.push(t.ipas.len() as u32);
+                }
+            }
+            Some(ParamKind::Rmem { .. }) if !named.contains(&p.u2) => {
+                named.push(p.u2);
+                if let Some(b) = v.bufs.get(&p.u2) {
+                    blocks.push(b.pinned.ipas.len() as u32);
+                }
+            }
+            _ => {}
+        }
+    }
+    blocks
 }
 
 /// Check the attribute word of a guest parameter: a known type, META only on values,

@@ -143,6 +143,8 @@ fuzz_target!(|data: &[u8]| {
         max_internal_resumes: 4,
         max_destroy_resumes: 6,
         max_park_ms: 100,
+        // Below what the buffers could ask, so that refusals for OP-TEE's space happen.
+        max_optee_map_pages_per_vm: 1000,
     };
     let med = Mediator::<_, _, FakeLock, _>::probe(
         optee,

@@ -1272,6 +1272,8 @@ fn limit_pages_per_buffer() {
 fn limit_pages_per_trap() {
     let mut env = Env::with_limits(Limits {
         max_pages_per_trap: 1000 + 2 + 1000 + 2,
+        // This test is about the trap's budget, not about what OP-TEE can map.
+        max_optee_map_pages_per_vm: 4096,
         ..Limits::default()
     });
     let pages: Vec<u64> = (0..1000).map(|i| FakeMem::ipa(256 + i % 300)).collect();
@@ -2162,4 +2164,78 @@ fn a_reaped_call_gives_back_the_shared_memory_optee_freed_while_unwinding() {
     assert_eq!(env.mem(VM1).pinned(), 0);
     assert_eq!(env.world.borrow().hv_live, 0);
     env.check();
+}
+
+/// A NONCONTIG temporary memref of `n` pages (the list names 300 guest pages over and
+/// over, as a page list may) whose list starts at list page `list`.
+fn big_tmem(env: &mut Env, list: u64, n: u64) -> MsgParam {
+    let pages: Vec<u64> = (0..n).map(|i| FakeMem::ipa(256 + i % 300)).collect();
+    env.mem(VM1).put_page_list(list_ipa(list), &pages);
+    tmem_nc(
+        OPTEE_MSG_ATTR_TYPE_TMEM_INOUT,
+        list_ipa(list),
+        0,
+        n * 4096,
+        0x5000 + list,
+    )
+}
+
+#[test]
+fn what_optee_could_not_map_at_once_is_refused_before_it() {
+    // Issue 12, attack 1: two 1,500-page buffers in one call exhausted OP-TEE's
+    // translation tables (it panicked past 2,544 pages for one VM; the limit is 1,536).
+    let mut env = Env::new();
+    let (a, b) = (big_tmem(&mut env, 0, 1500), big_tmem(&mut env, 8, 1500));
+    env.mem(VM1)
+        .put_arg(ARG_IPA, &msg(OPTEE_MSG_CMD_INVOKE_COMMAND, vec![a, b]));
+    let n = env.log_len();
+    assert_eq!(env.call(VM1, ARG_IPA)[0], OK);
+    let back = env.mem(VM1).get_arg(ARG_IPA, 2);
+    assert_eq!(
+        (back.header.ret, back.header.ret_origin),
+        (TEEC_ERROR_OUT_OF_MEMORY, TEEC_ORIGIN_COMMS)
+    );
+    assert_eq!(env.log_len(), n, "refused before OP-TEE");
+    assert_eq!(env.last_record().fault, Some(Fault::Limit));
+    assert_eq!(env.mem(VM1).pinned(), 0, "nothing stays pinned");
+    assert_eq!(
+        env.world.borrow().hv_live,
+        0,
+        "no page list or shadow leaks"
+    );
+
+    // The whole span in one call is fine, twice in a row: the first call's room comes back
+    // when it returns.
+    for _ in 0..2 {
+        let a = big_tmem(&mut env, 0, 1536);
+        env.mem(VM1)
+            .put_arg(ARG_IPA, &msg(OPTEE_MSG_CMD_INVOKE_COMMAND, vec![a]));
+        assert_eq!(env.call(VM1, ARG_IPA)[0], OK);
+        assert_eq!(env.mem(VM1).get_arg(ARG_IPA, 1).header.ret, TEEC_SUCCESS);
+    }
+    // Half and a page more each is not.
+    let (a, b) = (big_tmem(&mut env, 0, 768), big_tmem(&mut env, 8, 769));
+    env.mem(VM1)
+        .put_arg(ARG_IPA, &msg(OPTEE_MSG_CMD_INVOKE_COMMAND, vec![a, b]));
+    assert_eq!(env.call(VM1, ARG_IPA)[0], OK);
+    assert_eq!(
+        env.mem(VM1).get_arg(ARG_IPA, 2).header.ret,
+        TEEC_ERROR_OUT_OF_MEMORY
+    );
+    assert_eq!(env.world.borrow().hv_live, 0);
+    env.check();
+}
+
+#[test]
+fn a_buffer_larger_than_optee_can_map_is_refused() {
+    let mut env = Env::new();
+    let a = big_tmem(&mut env, 0, 1537);
+    env.mem(VM1)
+        .put_arg(ARG_IPA, &msg(OPTEE_MSG_CMD_INVOKE_COMMAND, vec![a]));
+    assert_eq!(env.call(VM1, ARG_IPA)[0], OK);
+    assert_eq!(
+        env.mem(VM1).get_arg(ARG_IPA, 1).header.ret,
+        TEEC_ERROR_OUT_OF_MEMORY
+    );
+    assert_eq!(env.mem(VM1).pinned(), 0);
 }
