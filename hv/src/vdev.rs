@@ -453,8 +453,12 @@ pub fn flush_lrs(dom: &Domain, vcpu: usize) {
         return;
     };
     drop(vgic);
-    for (i, lr) in lrs.iter().enumerate().take(n) {
-        gic::write_lr(i, *lr);
+    // `fill_lrs` writes only free slots; with nothing placed the hardware already holds
+    // what the model wants (most returns: an SMC, an MMIO access).
+    if fill.placed > 0 {
+        for (i, lr) in lrs.iter().enumerate().take(n) {
+            gic::write_lr(i, *lr);
+        }
     }
     gic::set_underflow_irq(fill.underflow);
 }

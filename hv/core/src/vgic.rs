@@ -486,6 +486,11 @@ pub struct Vgic {
     routers: Vec<u64>,
     /// Redistributors, index = vCPU.
     redists: Vec<Redist>,
+    /// vCPUs (bit n = vCPU n) that may have an interrupt to list: set by every change of
+    /// the model, cleared by `fill_lrs` once it found nothing more to list. A return to the
+    /// guest with nothing new (most of them: an SMC, an MMIO access that changed no
+    /// interrupt) then costs a bit test, not a scan of every interrupt.
+    dirty: u64,
 }
 
 impl From<VgicError> for crate::error::Error {
@@ -733,6 +738,7 @@ impl Vgic {
                 };
                 vcpus
             ],
+            dirty: u64::MAX,
         })
     }
 
@@ -771,6 +777,7 @@ impl Vgic {
     /// Link virtual `intid` (a PPI or SPI) to physical `pintid`: its list registers get
     /// HW = 1, so the guest's EOI deactivates the physical interrupt.
     pub fn link_hw(&mut self, vcpu: usize, intid: u32, pintid: u32) -> Result<(), VgicError> {
+        self.dirty = u64::MAX;
         if intid < 16 || !(16..1020).contains(&pintid) {
             return Err(VgicError::BadIntid(intid));
         }
@@ -809,6 +816,7 @@ impl Vgic {
     /// Make `intid` pending (a physical interrupt arrived, or a device model raised it).
     /// Returns the vCPU to kick, if any.
     pub fn inject(&mut self, vcpu: usize, intid: u32) -> Result<Option<usize>, VgicError> {
+        self.dirty = u64::MAX;
         let target = if intid < PRIVATE_IRQS {
             Some(vcpu)
         } else {
@@ -831,6 +839,8 @@ impl Vgic {
         intid: u32,
         level: bool,
     ) -> Result<Option<usize>, VgicError> {
+        // A high line goes through `inject` (which marks the vCPUs); a low one only takes
+        // an interrupt away, and leaves nothing new to list.
         if level {
             return self.inject(vcpu, intid);
         }
@@ -840,6 +850,7 @@ impl Vgic {
 
     /// Handle `ICC_SGI1R_EL1` written by `sender`: make the SGI pending on every target.
     pub fn send_sgi(&mut self, sender: usize, value: u64) -> Result<SgiRequest, VgicError> {
+        self.dirty = u64::MAX;
         if sender >= self.vcpus() {
             return Err(VgicError::BadVcpu(sender));
         }
@@ -905,6 +916,7 @@ impl Vgic {
         width: Width,
         value: u64,
     ) -> Result<Effect, VgicError> {
+        self.dirty = u64::MAX;
         if let Some(n) = bank(offset, gicd::IPRIORITYR, 255) {
             check(offset, width, BYTE_OR_WORD)?;
             let (base, byte) = ((n as u32) * 4, offset % 4);
@@ -1031,6 +1043,7 @@ impl Vgic {
         width: Width,
         value: u64,
     ) -> Result<Effect, VgicError> {
+        self.dirty = u64::MAX;
         let (vcpu, off) = (
             offset / GICR_FRAME_SIZE as usize,
             offset % GICR_FRAME_SIZE as usize,
@@ -1110,6 +1123,8 @@ impl Vgic {
             }
             if state == LrState::Invalid {
                 self.redists[vcpu].lr_owner[i] = None;
+                // A copy made pending while it was listed can be listed again now.
+                self.dirty |= 1 << vcpu;
             }
         }
         Ok(())
@@ -1122,6 +1137,13 @@ impl Vgic {
     pub fn fill_lrs(&mut self, vcpu: usize, lrs: &mut [u64]) -> Result<LrFill, VgicError> {
         if vcpu >= self.vcpus() {
             return Err(VgicError::BadVcpu(vcpu));
+        }
+        if self.dirty & (1 << vcpu) == 0 {
+            // Nothing changed since the last fill found nothing more to list.
+            return Ok(LrFill {
+                placed: 0,
+                underflow: false,
+            });
         }
         let mut placed = 0;
         let n = lrs.len().min(MAX_LRS);
@@ -1150,10 +1172,11 @@ impl Vgic {
             self.redists[vcpu].lr_owner[i] = Some(intid);
             placed += 1;
         }
-        Ok(LrFill {
-            placed,
-            underflow: self.best_candidate(vcpu).is_some(),
-        })
+        let underflow = self.best_candidate(vcpu).is_some();
+        if !underflow {
+            self.dirty &= !(1 << vcpu);
+        }
+        Ok(LrFill { placed, underflow })
     }
 
     fn deliverable(&self, vcpu: usize, intid: u32, s: &IrqState) -> bool {
@@ -1778,6 +1801,45 @@ mod tests {
         let mut lrs = [u64::MAX; MAX_LRS + 4];
         v.sync_lrs(0, &lrs).unwrap();
         v.fill_lrs(0, &mut lrs).unwrap();
+    }
+
+    #[test]
+    fn a_return_with_nothing_new_lists_nothing_and_anything_new_is_listed() {
+        let mut v = vgic();
+        enable_all(&mut v);
+        let mut lrs = [0u64; 2];
+        assert_eq!(v.fill_lrs(0, &mut lrs).unwrap().placed, 0);
+        // Nothing changed: the early return, with the same answer as a full scan.
+        assert_eq!(
+            v.fill_lrs(0, &mut lrs).unwrap(),
+            LrFill {
+                placed: 0,
+                underflow: false
+            }
+        );
+        // A new interrupt is listed at once, on its vCPU.
+        v.inject(0, 27).unwrap();
+        assert_eq!(v.fill_lrs(0, &mut lrs).unwrap().placed, 1);
+        let listed = ListReg::decode(lrs[0]);
+        assert_eq!(listed.vintid, 27);
+        // Made pending again while listed (an edge re-trigger): listed again once its LR
+        // is freed, though no write reached the model after the inject.
+        v.inject(0, 27).unwrap();
+        assert_eq!(v.fill_lrs(0, &mut lrs).unwrap().placed, 0, "already listed");
+        lrs[0] = ListReg {
+            state: LrState::Invalid,
+            ..listed
+        }
+        .encode();
+        v.sync_lrs(0, &lrs).unwrap();
+        assert_eq!(v.fill_lrs(0, &mut lrs).unwrap().placed, 1);
+        // A line going low adds nothing to list; one going high does.
+        lrs = [0; 2];
+        v.sync_lrs(0, &lrs).unwrap();
+        v.set_level(0, 33, false).unwrap();
+        assert_eq!(v.fill_lrs(0, &mut lrs).unwrap().placed, 0);
+        v.set_level(0, 33, true).unwrap();
+        assert_eq!(v.fill_lrs(0, &mut lrs).unwrap().placed, 1);
     }
 
     #[test]
