@@ -21,7 +21,7 @@
 //! CNTPCT_EL0 divided by the ticks per millisecond (CNTFRQ_EL0 / 1000, read once at
 //! `init`), one hardware division per trap. The count is the same on every CPU.
 
-use alloc::alloc::{alloc_zeroed, dealloc, Layout};
+use alloc::alloc::{alloc, dealloc, Layout};
 use alloc::collections::BTreeMap;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -124,8 +124,14 @@ fn page_layout() -> Layout {
 impl HvPages for Pages {
     fn alloc(&self) -> Option<HvPage> {
         // SAFETY: a non-zero-sized, page-aligned layout.
-        let p = unsafe { alloc_zeroed(page_layout()) };
-        (!p.is_null()).then(|| HvPage::new(PhysAddr(p as u64)))
+        let p = unsafe { alloc(page_layout()) };
+        if p.is_null() {
+            return None;
+        }
+        // Zeroed as the port promises, with `dc zva` rather than the allocator's stores.
+        // SAFETY: a fresh, page-aligned heap page (Normal, cacheable), ours alone.
+        unsafe { arch::zero_page(p as u64) };
+        Some(HvPage::new(PhysAddr(p as u64)))
     }
 
     fn write(&self, page: &HvPage, offset: usize, data: &[u8]) {
