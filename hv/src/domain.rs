@@ -245,6 +245,9 @@ pub fn build_domu(
         vtcr,
         vttbr,
         ram: banks.iter().map(|(_, f)| *f).collect(),
+        pins: Mutex::new(hv_core::pins::PinTable::new(
+            &banks.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        )),
         devices: Vec::new(),
         dtb: plan.dtb.start,
         entry: plan.entry,
@@ -255,7 +258,6 @@ pub fn build_domu(
         uart,
         uart_intid,
         host_gicr: (host_gicr.start.raw(), host_gicr.len()),
-        pins: Mutex::new(alloc::collections::BTreeMap::new()),
         tee: plan.tee,
         life: Lifecycle::default(),
         rebuild: Some((plan.clone(), dtb.to_vec())),
@@ -602,6 +604,16 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
         stage2: s2,
         vtcr,
         vttbr,
+        // dom0 is mapped 1:1: its RAM's IPAs are its physical addresses.
+        pins: Mutex::new(hv_core::pins::PinTable::new(
+            &dt.ram
+                .iter()
+                .map(|r| Range {
+                    start: Ipa(r.start.raw()),
+                    end: Ipa(r.end.raw()),
+                })
+                .collect::<Vec<_>>(),
+        )),
         ram: dt.ram,
         devices,
         dtb: Ipa(dtb_pa.raw()),
@@ -613,7 +625,6 @@ pub fn build_dom0(p: &Platform<'_>) -> Result<Domain, BuildError> {
         uart: ipa_range(&uart_window),
         uart_intid,
         host_gicr: (host_gicr.start.raw(), host_gicr.len()),
-        pins: Mutex::new(alloc::collections::BTreeMap::new()),
         tee: p.dom0_tee,
         life: Lifecycle::default(),
         rebuild: None,

@@ -22,7 +22,6 @@
 //! `init`), one hardware division per trap. The count is the same on every CPU.
 
 use alloc::alloc::{alloc, dealloc, Layout};
-use alloc::collections::BTreeMap;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use mediator::{
@@ -232,12 +231,36 @@ impl Trace for Tracer {
 }
 
 /// A domain's memory as the mediator sees it: translated through its stage-2, with pins.
+///
+/// One is made per trap, and remembers the last page it translated: a call's header, its
+/// parameters and the copy back are mostly on one page, so one stage-2 walk serves them
+/// all. The domain's stage-2 cannot change during one of its own traps (it is built before
+/// the domain runs and rebuilt only once every vCPU of it has stopped).
 pub struct DomainMemory<'a> {
     dom: &'a Domain,
+    /// (guest page, its frame) of the last translation of RAM; `NO_PAGE` before any.
+    last: core::cell::Cell<(u64, u64)>,
+}
+
+/// No page: a page-aligned IPA is never odd.
+const NO_PAGE: u64 = 1;
+
+impl<'a> DomainMemory<'a> {
+    fn new(dom: &'a Domain) -> Self {
+        Self {
+            dom,
+            last: core::cell::Cell::new((NO_PAGE, 0)),
+        }
+    }
 }
 
 impl DomainMemory<'_> {
     fn translate(&self, ipa: u64, access: Access) -> Result<u64, MemFault> {
+        let page = ipa & !(PAGE as u64 - 1);
+        let (last_page, last_frame) = self.last.get();
+        if page == last_page {
+            return Ok(last_frame | (ipa & (PAGE as u64 - 1)));
+        }
         let (pa, attrs) = self
             .dom
             .stage2
@@ -248,7 +271,9 @@ impl DomainMemory<'_> {
             let _ = access;
             return Err(MemFault::NotRam);
         }
-        Ok(pa.raw())
+        let pa = pa.raw();
+        self.last.set((page, pa & !(PAGE as u64 - 1)));
+        Ok(pa)
     }
 
     fn copy(
@@ -291,29 +316,21 @@ impl GuestMemory for DomainMemory<'_> {
 
     fn pin(&mut self, ipa: Ipa, access: Access) -> Result<PhysAddr, MemFault> {
         let pa = self.translate(ipa.raw(), access)?;
-        *self
-            .dom
+        self.dom
             .pins
             .lock()
-            .entry(ipa.raw() & !(PAGE as u64 - 1))
-            .or_insert(0) += 1;
+            .pin(ipa.raw())
+            .map_err(|_| MemFault::NotRam)?;
         Ok(PhysAddr(pa))
     }
 
     fn unpin(&mut self, ipa: Ipa) {
-        let mut pins = self.dom.pins.lock();
-        let key = ipa.raw() & !(PAGE as u64 - 1);
-        if let Some(n) = pins.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                pins.remove(&key);
-            }
-        }
+        self.dom.pins.lock().unpin(ipa.raw());
     }
 }
 
 /// Pin counts per guest page (IPA): a pinned page must stay mapped while OP-TEE uses it.
-pub type Pins = Mutex<BTreeMap<u64, u32>>;
+pub type Pins = Mutex<hv_core::pins::PinTable>;
 
 /// Probe OP-TEE and start the mediator. Returns what the probe found, for the banner.
 pub fn init(trace_smc: bool) -> Result<mediator::Probe, mediator::Error> {
@@ -339,7 +356,7 @@ pub fn vm_created(id: u16) -> Result<(), mediator::Error> {
 pub fn vm_destroyed(dom: &Domain) -> Result<(), mediator::Error> {
     let m = MEDIATOR.get().ok_or(mediator::Error::NotProbed)?;
     loop {
-        match m.vm_destroyed(VmId(dom.id.0), &mut DomainMemory { dom }) {
+        match m.vm_destroyed(VmId(dom.id.0), &mut DomainMemory::new(dom)) {
             Err(mediator::Error::Reaping) => core::hint::spin_loop(),
             r => return r,
         }
@@ -369,7 +386,7 @@ pub fn call(dom: &Domain, frame: &mut TrapFrame) -> bool {
     };
     let mut regs = [0u64; 8];
     regs.copy_from_slice(&frame.x[..8]);
-    let mut mem = DomainMemory { dom };
+    let mut mem = DomainMemory::new(dom);
     let out = m.handle_smc(VmId(dom.id.0), &mut mem, regs, now_ms());
     frame.x[..8].copy_from_slice(&out);
     true

@@ -24,6 +24,7 @@ pub mod esr;
 pub mod fdt;
 pub mod guest;
 pub mod mmio;
+pub mod pins;
 pub mod psci;
 pub mod ratelimit;
 pub mod serial;
