@@ -24,11 +24,11 @@
 //! ## OP-TEE's threads
 //! OP-TEE has a fixed number of threads for all VMs together; a call holds one from its
 //! first entry until it returns, including while it is parked in an RPC the guest has not
-//! answered. A VM's share is `max(1, thread_count / live VMs)`, at most
-//! `max_calls_per_vm`; past its share a new call is refused. A VM that holds more than its
-//! share (it opened its calls before the other VMs came) keeps them until another VM is
-//! refused a thread: then one of its calls parked for longer than `max_park_ms` is failed
-//! ("reaped") so the thread is freed.
+//! answered. A VM's share, what it is guaranteed, is `max(1, thread_count / live VMs)`,
+//! at most `max_calls_per_vm`. While threads are free a VM may use more than its share (a
+//! cancel needs a thread beside the call it cancels). A VM that holds more keeps them until
+//! another VM is refused a thread: then one of its calls parked for longer than
+//! `max_park_ms` is failed ("reaped") so the thread is freed.
 
 /// Default: concurrent yielding calls per VM, at most (its share of OP-TEE's threads may be
 /// fewer).
@@ -60,12 +60,12 @@ pub const DEFAULT_MAX_PARK_MS: u64 = 5_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Yielding calls a VM may have open at once (in OP-TEE or parked in an RPC), at most.
-    /// Bounds the shadow pages and bookkeeping of one VM's calls. The VM's effective share
-    /// is smaller when other VMs are live: `min(this, max(1, thread_count / live_vms))`
-    /// (`Mediator::calls_per_vm`), which is what its GET_THREAD_COUNT answers and what a
-    /// new call is checked against, so a VM parking calls in RPCs it never answers cannot
-    /// hold the threads the other VMs' shares need (see `max_park_ms` for calls opened
-    /// before those VMs came). With more VMs than threads each still gets 1, and OP-TEE's
+    /// Bounds the shadow pages and bookkeeping of one VM's calls. The VM's share of OP-TEE's
+    /// threads, what it is guaranteed, is smaller when other VMs are live:
+    /// `min(this, max(1, thread_count / live_vms))` (`Mediator::calls_per_vm`), which is
+    /// what its GET_THREAD_COUNT answers. It may use free threads beyond its share; a VM
+    /// parking calls in RPCs it never answers cannot keep the threads the other VMs' shares
+    /// need (see `max_park_ms`). With more VMs than threads each still gets 1, and OP-TEE's
     /// own ETHREAD_LIMIT makes them take turns.
     pub max_calls_per_vm: u32,
     /// Pages in one buffer (temporary, registered or RPC-allocated). Bounds the pin and

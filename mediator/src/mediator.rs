@@ -46,11 +46,12 @@
 //!
 //! ## Sharing OP-TEE's threads
 //! OP-TEE's threads are shared by every VM, and a call parked in an RPC holds its thread
-//! until the guest answers. A VM may have `calls_per_vm()` calls open:
+//! until the guest answers. A VM's share, `calls_per_vm()`, is
 //! `min(max_calls_per_vm, max(1, thread_count / live VMs))`, which GET_THREAD_COUNT answers
-//! at that moment. A VM that opened calls while it had a larger share (before other VMs
-//! were created) keeps them, but when another VM's new call is refused (by its share, or
-//! by OP-TEE's ETHREAD_LIMIT) the mediator *reaps* one call of a VM above its share that
+//! at that moment. The share is what the VM is guaranteed, not a cap: a VM may use any
+//! thread that is free (a cancel needs a second thread beside the call it cancels; only
+//! `max_calls_per_vm` caps), and when another VM's new call gets OP-TEE's ETHREAD_LIMIT
+//! the mediator *reaps* one call of a VM above its share that
 //! has been parked (`Waiting`, not in flight) for longer than `max_park_ms`: it takes the
 //! call out of that VM's state, unwinds it in OP-TEE as `vm_destroyed` does (every RPC
 //! answered with a failure), and, after OP-TEE's ETHREAD_LIMIT, enters the refused call
@@ -509,7 +510,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         (&self.monitor, &self.pages, &self.trace)
     }
 
-    /// Concurrent yielding calls one VM may open right now: its share of OP-TEE's threads,
+    /// Concurrent yielding calls one VM is guaranteed right now: its share of OP-TEE's threads,
     /// `min(max_calls_per_vm, max(1, thread_count / live VMs))` (see the module doc). Every
     /// VM the mediator knows counts, whatever its life: one being created is about to call,
     /// one being destroyed may still hold threads while it is unwound.
@@ -1212,7 +1213,11 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         trap: &mut Trap,
         share: u32,
     ) -> Next {
-        if v.calls.len() as u32 >= share {
+        // The share is what a VM is guaranteed, not a cap: while OP-TEE has a thread free a
+        // VM may use it (a cancel needs a second thread beside the call it cancels), and
+        // reaping takes it back when another VM is refused. Only `max_calls_per_vm` caps.
+        let _ = share;
+        if v.calls.len() as u32 >= self.limits.max_calls_per_vm.max(1) {
             trap.fault = Some(Fault::ThreadLimit);
             return Next::Reap(Refused::Share);
         }
