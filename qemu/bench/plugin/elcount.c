@@ -39,9 +39,14 @@
  * QEMU retranslate and restart that instruction, so it may be counted twice; the sum of
  * the levels stays within a few instructions of the counter's figure.)
  *
- * Arguments: out=<file> (required). The report, one line per window, then a summary:
+ * Arguments: out=<file> (required); profile=<lo>:<hi> (hex, optional): also count, per
+ * translated block that starts in [lo, hi) (the hypervisor's image), the EL2 instructions
+ * it ran inside samples, and report them per window, so that they can be attributed to the
+ * hypervisor's symbols (a block ends at every branch and call, so it lies in one function).
+ * The report, one line per window (and its profile lines before it), then a summary:
  *
  *   elcount: version 1
+ *   elcount: profile <k> <block vaddr, hex> <instructions>
  *   elcount: window <k> samples <n> <bucket>=<sum>/<min>/<median>/<max> ... forwarded=<n>
  *   elcount: end windows <k> conflicts <c> unclassified <u> forwarded <f> mmuidx <i>=<n> ...
  *
@@ -134,6 +139,7 @@ struct tbinfo {
 	uint64_t vaddr;
 	uintptr_t page;     /* host page of the first instruction: the physical code page */
 	enum level el;      /* LEVEL_UNKNOWN until a memory access told it */
+	uint64_t profiled;  /* EL2 instructions inside samples in this window (profile=) */
 };
 
 /* Per physical code page: its EL (from memory accesses) and, for EL0, its world. */
@@ -159,6 +165,11 @@ static uint64_t sample_start[BUCKETS];
 static uint64_t *window_samples[BUCKETS];
 static size_t window_len, window_cap, windows;
 static uint64_t window_forwarded; /* `forwarded` when the window began */
+
+/* profile=: the blocks that start in [profile_lo, profile_hi), in translation order. */
+static uint64_t profile_lo, profile_hi;
+static struct tbinfo **profile_tbs;
+static size_t profile_len, profile_cap;
 
 /* ---- Code ---- */
 
@@ -227,6 +238,8 @@ static void account(struct tbinfo *tb)
 	case LEVEL_EL2:
 		world = WORLD_NS;
 		b = EL2;
+		if (in_sample && tb->vaddr >= profile_lo && tb->vaddr < profile_hi)
+			tb->profiled += n;
 		break;
 	case LEVEL_EL2H:
 		world = WORLD_NS;
@@ -284,6 +297,13 @@ static int cmp_u64(const void *a, const void *b)
 
 static void window_end(void)
 {
+	for (size_t i = 0; i < profile_len; i++) {
+		struct tbinfo *tb = profile_tbs[i];
+		if (tb->profiled)
+			fprintf(out, "elcount: profile %zu %" PRIx64 " %" PRIu64 "\n", windows, tb->vaddr,
+				tb->profiled);
+		tb->profiled = 0;
+	}
 	fprintf(out, "elcount: window %zu samples %zu", windows, window_len);
 	for (int b = 0; b < BUCKETS; b++) {
 		uint64_t *v = window_samples[b], sum = 0;
@@ -314,6 +334,8 @@ static void on_marker(unsigned int vcpu, void *udata)
 		in_window = true;
 		window_len = 0;
 		window_forwarded = forwarded;
+		for (size_t i = 0; i < profile_len; i++)
+			profile_tbs[i]->profiled = 0;
 		break;
 	case WINDOW_END:
 		if (in_window)
@@ -367,6 +389,15 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 	info->vaddr = qemu_plugin_tb_vaddr(tb);
 	info->page = (uintptr_t)qemu_plugin_insn_haddr(qemu_plugin_tb_get_insn(tb, 0)) >> 12;
 	info->el = LEVEL_UNKNOWN;
+	if (info->vaddr >= profile_lo && info->vaddr < profile_hi) {
+		if (profile_len == profile_cap) {
+			profile_cap = profile_cap ? 2 * profile_cap : 1024;
+			profile_tbs = realloc(profile_tbs, profile_cap * sizeof(*profile_tbs));
+			if (!profile_tbs)
+				abort();
+		}
+		profile_tbs[profile_len++] = info;
+	}
 	qemu_plugin_register_vcpu_tb_exec_cb(tb, on_tb, QEMU_PLUGIN_CB_NO_REGS, info);
 	for (size_t i = 0; i < n; i++) {
 		struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
@@ -414,9 +445,19 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
 {
 	const char *path = NULL;
 
-	for (int i = 0; i < argc; i++)
+	for (int i = 0; i < argc; i++) {
 		if (strncmp(argv[i], "out=", 4) == 0)
 			path = argv[i] + 4;
+		if (strncmp(argv[i], "profile=", 8) == 0) {
+			char *end;
+			profile_lo = strtoull(argv[i] + 8, &end, 16);
+			profile_hi = *end == ':' ? strtoull(end + 1, &end, 16) : 0;
+			if (*end || profile_hi <= profile_lo) {
+				fprintf(stderr, "elcount: profile=<lo>:<hi>, hex, lo < hi\n");
+				return -1;
+			}
+		}
+	}
 	if (!path) {
 		fprintf(stderr, "elcount: needs out=<file>\n");
 		return -1;

@@ -52,6 +52,11 @@ pub struct BenchArgs {
     /// an `--xtest` boot gets three times as long.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+    /// Also attribute moat's EL2 instructions to the symbols of moat's ELF, per case
+    /// (the plugin counts per translated block in moat's image; `nm` names them): a section
+    /// of the report and `moat.profile.md`. The counts are the same as without it.
+    #[arg(long)]
+    pub profile: bool,
     #[command(flatten)]
     pub stack: StackArgs,
 }
@@ -92,15 +97,17 @@ fn boot(
     timeout: Duration,
     cmd: &str,
     plugin: bool,
+    profile_range: Option<(u64, u64)>,
 ) -> Result<Boot> {
     let overlay = instruments::overlay(inst, cmd)?;
     let mut inv = profile::invocation_with_overlay(p, Some(overlay), dir, Console::Captured)?;
     let el_path = dir.join("elcount.txt");
     if plugin {
-        inv.plugin = Some((
-            inst.plugin.clone(),
-            vec![format!("out={}", el_path.display())],
-        ));
+        let mut args = vec![format!("out={}", el_path.display())];
+        if let Some((lo, hi)) = profile_range {
+            args.push(format!("profile={lo:x}:{hi:x}"));
+        }
+        inv.plugin = Some((inst.plugin.clone(), args));
     }
     let console_log = dir.join("console.log");
     let start = Instant::now();
@@ -174,6 +181,27 @@ fn run_config(
 ) -> Result<Config> {
     let name = hv_name(hv);
     let p = profile::prepare(ctx, hv, &machine(), &Choice::default())?;
+    // --profile: moat's ELF (beside its flat image) and the range of its image.
+    let symbols = match (args.profile, hv, &p.hypervisor) {
+        (true, Hv::Moat, Some(bin)) => {
+            let elf = bin.with_extension("");
+            let out = std::process::Command::new("aarch64-linux-gnu-nm")
+                .args(["-n", "--defined-only", "-C"])
+                .arg(&elf)
+                .output()
+                .with_context(|| format!("running aarch64-linux-gnu-nm on {}", elf.display()))?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let find = |name: &str| {
+                text.lines()
+                    .find(|l| l.ends_with(&format!(" {name}")))
+                    .and_then(|l| u64::from_str_radix(l.split(' ').next()?, 16).ok())
+                    .with_context(|| format!("{} has no symbol {name}", elf.display()))
+            };
+            let range = (find("__image_start")?, find("__hv_end")?);
+            Some((report::parse_nm(&text), range))
+        }
+        _ => None,
+    };
     let mut boots = Vec::new();
     for k in 1..=args.repeat.max(1) {
         println!("==> bench: {name}, boot {k} of {}", args.repeat.max(1));
@@ -186,6 +214,7 @@ fn run_config(
             Duration::from_secs(args.timeout),
             COMMAND,
             true,
+            symbols.as_ref().map(|(_, r)| *r),
         )?;
         // The initrd is the cached initramfs plus the overlay: not worth keeping per boot.
         let _ = std::fs::remove_file(dir.join("initrd.cpio"));
@@ -221,6 +250,18 @@ fn run_config(
         out.join(format!("{name}.stack.resolved")),
         resolve::record_text(&p.resolved),
     )?;
+    if let Some((syms, _)) = &symbols {
+        let prof = report::attribute_profile(&first.elcount, syms, &client)
+            .with_context(|| format!("{name}: the plugin's profile"))?;
+        let md = report::profile_md(&prof, 25);
+        std::fs::write(out.join(format!("{name}.profile.md")), &md)?;
+        if let Some((case, costs)) = prof.first() {
+            println!("  {name}, {case}: EL2 instructions per call by symbol (top 10)");
+            for c in costs.iter().take(10) {
+                println!("    {:>8.0}  {}", c.per_call, c.symbol);
+            }
+        }
+    }
     // xtest's suite runs in a boot of its own, without the plugin: with it the suite takes
     // three times as long (over 10 minutes a configuration). Its figures are virtual time
     // of an uninstrumented boot. A failure there is reported and does not cost the
@@ -238,6 +279,7 @@ fn run_config(
                 Duration::from_secs(args.timeout * 3),
                 XTEST_COMMAND,
                 false,
+                None,
             )
             .and_then(|b| {
                 println!("  ✓ {name}, xtest -t benchmark: {:.1}s", b.wall);
@@ -422,6 +464,13 @@ pub fn bench(args: &BenchArgs) -> Result<u8> {
         &out,
         start.elapsed().as_secs_f64(),
     )?;
+    let mut md = md;
+    if let Ok(p) = std::fs::read_to_string(out.join("moat.profile.md")) {
+        md.push_str(
+            "\n## moat's EL2 instructions by symbol (--profile)\n\nFrom elcount's per-block              counts inside the samples, attributed with `nm` to moat's ELF; per call, the 25              largest per case.\n",
+        );
+        md.push_str(&p);
+    }
     std::fs::write(out.join("report.md"), &md)?;
     if configs.len() == 3 {
         println!("\n{}", report::headline(&configs)?);

@@ -1145,3 +1145,147 @@ min=530.208us max=19770.4us mean=1276.21us stddev=1609.08us (cv 126.083%) (0.765
         assert!(check_consistent(&c.client, &el).is_err());
     }
 }
+
+/// One symbol's share of the EL2 instructions of one case: instructions per call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SymbolCost {
+    pub symbol: String,
+    pub per_call: f64,
+}
+
+/// The symbols of an ELF as `nm -n --defined-only -C` prints them: the code symbols
+/// (`T`/`t`/`W`/`w`), sorted by address.
+pub fn parse_nm(text: &str) -> Vec<(u64, String)> {
+    let mut syms: Vec<(u64, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ' ');
+            let addr = u64::from_str_radix(it.next()?, 16).ok()?;
+            let kind = it.next()?;
+            let name = it.next()?.trim();
+            matches!(kind, "T" | "t" | "W" | "w").then(|| (addr, name.to_string()))
+        })
+        .collect();
+    syms.sort_by_key(|(a, _)| *a);
+    syms
+}
+
+/// The symbol a code address belongs to: the last one at or below it.
+fn symbol_of(syms: &[(u64, String)], addr: u64) -> &str {
+    match syms.partition_point(|(a, _)| *a <= addr) {
+        0 => "?",
+        i => &syms[i - 1].1,
+    }
+}
+
+/// elcount's `profile` lines (`elcount: profile <window> <vaddr hex> <instructions>`),
+/// attributed to `syms` and divided by each case's sample count: per case (window order),
+/// every symbol's EL2 instructions per call, most first.
+pub fn attribute_profile(
+    elcount: &str,
+    syms: &[(u64, String)],
+    client: &ClientRun,
+) -> Result<Vec<(String, Vec<SymbolCost>)>> {
+    let mut per_window: Vec<std::collections::BTreeMap<String, u64>> =
+        vec![Default::default(); client.cases.len()];
+    for line in elcount.lines() {
+        let Some(rest) = line.strip_prefix("elcount: profile ") else {
+            continue;
+        };
+        let mut it = rest.split_whitespace();
+        let k: usize = num(it.next(), "window", line)?;
+        let addr = u64::from_str_radix(it.next().context("missing address")?, 16)
+            .with_context(|| format!("bad address in {line:?}"))?;
+        let n: u64 = num(it.next(), "count", line)?;
+        let w = per_window
+            .get_mut(k)
+            .with_context(|| format!("profile line for window {k}, which has no case"))?;
+        *w.entry(symbol_of(syms, addr).to_string()).or_insert(0) += n;
+    }
+    Ok(client
+        .cases
+        .iter()
+        .zip(per_window)
+        .map(|(case, w)| {
+            let calls = case.samples.len().max(1) as f64;
+            let mut costs: Vec<SymbolCost> = w
+                .into_iter()
+                .map(|(symbol, n)| SymbolCost {
+                    symbol,
+                    per_call: n as f64 / calls,
+                })
+                .collect();
+            costs.sort_by(|a, b| b.per_call.total_cmp(&a.per_call));
+            (case.name.clone(), costs)
+        })
+        .collect())
+}
+
+/// The report's profile section: the `top` symbols of every case.
+pub fn profile_md(profile: &[(String, Vec<SymbolCost>)], top: usize) -> String {
+    let mut s = String::new();
+    for (case, costs) in profile {
+        let total: f64 = costs.iter().map(|c| c.per_call).sum();
+        s.push_str(&format!(
+            "\n### {case}: {total:.0} EL2 instructions per call in moat's code\n\n| symbol | per call | share |\n|---|---:|---:|\n"
+        ));
+        for c in costs.iter().take(top) {
+            s.push_str(&format!(
+                "| `{}` | {:.0} | {:.1} % |\n",
+                c.symbol.replace('|', "\\|"),
+                c.per_call,
+                100.0 * c.per_call / total.max(1.0)
+            ));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod profile_tests {
+    use super::*;
+
+    #[test]
+    fn profile_lines_are_attributed_to_symbols_per_call() {
+        let syms = parse_nm(
+            "0000000060000000 T _start\n0000000060001000 t hv::vdev::flush_lrs\n\
+             0000000060002000 D DATA\n0000000060003000 T memcpy\n",
+        );
+        assert_eq!(syms.len(), 3, "data symbols are not code");
+        let client = ClientRun {
+            cntfrq: 1_000_000_000,
+            cases: vec![
+                CaseSamples {
+                    name: "nop".into(),
+                    pages: 0,
+                    warmup: 100,
+                    samples: vec![1; 4],
+                },
+                CaseSamples {
+                    name: "shm-1".into(),
+                    pages: 1,
+                    warmup: 100,
+                    samples: vec![1; 2],
+                },
+            ],
+        };
+        let el = "elcount: version 1\nelcount: profile 0 60001010 400\n\
+                  elcount: profile 0 60001200 400\nelcount: profile 0 60003004 40\n\
+                  elcount: window 0 samples 4 el2=0/0/0/0\nelcount: profile 1 60000010 10\n";
+        let p = attribute_profile(el, &syms, &client).unwrap();
+        assert_eq!(p[0].0, "nop");
+        assert_eq!(
+            p[0].1[0],
+            SymbolCost {
+                symbol: "hv::vdev::flush_lrs".into(),
+                per_call: 200.0
+            }
+        );
+        assert_eq!(p[0].1[1].symbol, "memcpy");
+        assert_eq!(p[1].1[0].per_call, 5.0);
+        assert!(attribute_profile("elcount: profile 7 60000000 1\n", &syms, &client).is_err());
+        let md = profile_md(&p, 1);
+        assert!(md.contains("### nop: 210 EL2 instructions per call"));
+        assert!(md.contains("| `hv::vdev::flush_lrs` | 200 | 95.2 % |"));
+    }
+}

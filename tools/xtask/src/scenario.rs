@@ -596,6 +596,7 @@ pub fn test(args: &TestArgs) -> Result<u8> {
             hv: vec![profile::Hv::None, profile::Hv::Xen, profile::Hv::Moat],
             xtest: false,
             timeout: 300,
+            profile: false,
             stack: args.stack.clone(),
         };
         match crate::bench::bench(&bench) {
