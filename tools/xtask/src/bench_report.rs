@@ -281,6 +281,8 @@ pub fn parse_elcount(text: &str) -> Result<ElReport> {
                     mmuidx,
                 });
             }
+            // `profile=`'s lines: read by `attribute_profile`.
+            Some("profile") => {}
             other => bail!("unexpected elcount line {other:?}: {line:?}"),
         }
     }
@@ -959,6 +961,12 @@ mod tests {
         let w = window_lines(&text);
         assert_eq!(w.len(), 1);
         assert!(w[0].starts_with("elcount: window 0 samples 3"));
+        // `profile=`'s lines change nothing of the report.
+        let profiled = text.replace(
+            "elcount: window 0",
+            "elcount: profile 0 60000000 12\nelcount: window 0",
+        );
+        assert_eq!(parse_elcount(&profiled).unwrap(), r);
     }
 
     #[test]
