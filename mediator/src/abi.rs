@@ -544,14 +544,23 @@ impl MsgArg {
     /// header's `num_params` is taken from `params`.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = alloc::vec![0u8; arg_size(self.params.len())];
+        // In bounds: the vector was sized from `params`.
+        let _ = self.write_to(&mut b);
+        b
+    }
+
+    /// Encode into the first `arg_size(params.len())` bytes of `b` (the header's
+    /// `num_params` taken from `params`); returns that size.
+    pub fn write_to(&self, b: &mut [u8]) -> Result<usize, DecodeError> {
+        let size = arg_size(self.params.len());
+        let b = b.get_mut(..size).ok_or(DecodeError::Short)?;
         let mut h = self.header;
         h.num_params = self.params.len() as u32;
-        // Both writes are in bounds: the vector was sized from `params`.
-        let _ = h.write(&mut b);
+        h.write(b)?;
         for (i, p) in self.params.iter().enumerate() {
-            let _ = p.write(&mut b[param_offset(i)..]);
+            p.write(&mut b[param_offset(i)..])?;
         }
-        b
+        Ok(size)
     }
 }
 

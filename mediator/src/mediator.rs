@@ -1283,7 +1283,12 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             self.release_call_resources(mem, v, call);
             return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_OK));
         }
-        self.pages.write(&call.shadow, 0, &out.to_bytes());
+        let mut small = [0u8; SMALL_ARG];
+        let mut big = Vec::new();
+        let bytes = arg_buf(&mut small, &mut big, arg_size(out.params.len()));
+        // In bounds: the buffer was sized from `out.params`.
+        let _ = out.write_to(bytes);
+        self.pages.write(&call.shadow, 0, bytes);
         let fwd = entry_regs(vm, &call);
         v.calls.insert(id, call);
         Next::Forward(fwd, Awaiting::Enter(id))
@@ -1316,14 +1321,16 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             _ => return Err(Fault::BadMessage),
         }
         let n = header.num_params as usize;
-        let mut bytes = alloc::vec![0u8; arg_size(n)];
+        let mut small = [0u8; SMALL_ARG];
+        let mut big = Vec::new();
+        let bytes = arg_buf(&mut small, &mut big, arg_size(n));
         bytes[..abi::MSG_ARG_HEADER_SIZE].copy_from_slice(&hb);
         loc.read(
             mem,
             abi::MSG_ARG_HEADER_SIZE,
             &mut bytes[abi::MSG_ARG_HEADER_SIZE..],
         )?;
-        MsgArg::parse(&bytes).map_err(|_| Fault::BadMessage)
+        MsgArg::parse(bytes).map_err(|_| Fault::BadMessage)
     }
 
     /// Validate every parameter of the copy and build what OP-TEE gets.
@@ -1353,7 +1360,9 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         {
             return Err(Fault::BadParam);
         }
-        for p in arg.params.clone() {
+        // By index: the loop fills in `call` (pins, lists), so it cannot borrow its params.
+        for i in 0..call.arg.params.len() {
+            let p = call.arg.params[i];
             let kind = check_attr(&p)?;
             let q = match (cmd, kind) {
                 (abi::OPTEE_MSG_CMD_REGISTER_SHM, ParamKind::Tmem { .. }) if p.is_noncontig() => {
@@ -1687,9 +1696,11 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         // OP-TEE has unmapped the call's memrefs by the time it returns.
         v.optee_map.release(Owner::Call(id));
         let n = call.arg.params.len();
-        let mut bytes = alloc::vec![0u8; arg_size(n)];
-        self.pages.read(&call.shadow, 0, &mut bytes);
-        let result = MsgArg::parse(&bytes).ok();
+        let mut small = [0u8; SMALL_ARG];
+        let mut big = Vec::new();
+        let bytes = arg_buf(&mut small, &mut big, arg_size(n));
+        self.pages.read(&call.shadow, 0, bytes);
+        let result = MsgArg::parse(bytes).ok();
         let success = a0 == abi::OPTEE_SMC_RETURN_OK;
         let accepted = success
             && result
@@ -2078,6 +2089,22 @@ fn release_deferred<G: GuestMemory>(mem: &mut G, v: &mut Vm) {
 fn release_buffer<G: GuestMemory>(mem: &mut G, v: &mut Vm, b: &Buffer) {
     unpin_all(mem, &b.pinned);
     v.pinned -= b.pinned.ipas.len() as u32;
+}
+
+/// Bytes of an argument with the default parameter limit: argument copies this size or
+/// smaller stay on the stack (no heap on the hot path); larger ones (a raised
+/// `max_params`) use the heap.
+const SMALL_ARG: usize =
+    abi::MSG_ARG_HEADER_SIZE + abi::MSG_PARAM_SIZE * crate::limits::DEFAULT_MAX_PARAMS as usize;
+
+/// `size` bytes to copy an argument through: `small` when it fits, else `big`, grown.
+fn arg_buf<'a>(small: &'a mut [u8; SMALL_ARG], big: &'a mut Vec<u8>, size: usize) -> &'a mut [u8] {
+    if size <= SMALL_ARG {
+        &mut small[..size]
+    } else {
+        big.resize(size, 0);
+        &mut big[..]
+    }
 }
 
 /// The blocks OP-TEE may map for a call about to enter it, in parameter order (the order
