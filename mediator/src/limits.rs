@@ -26,9 +26,10 @@
 //! first entry until it returns, including while it is parked in an RPC the guest has not
 //! answered. A VM's share, what it is guaranteed, is `max(1, thread_count / live VMs)`,
 //! at most `max_calls_per_vm`. While threads are free a VM may use more than its share (a
-//! cancel needs a thread beside the call it cancels). A VM that holds more keeps them until
-//! another VM is refused a thread: then one of its calls parked for longer than
-//! `max_park_ms` is failed ("reaped") so the thread is freed.
+//! cancel needs a thread beside the call it cancels). With `reap_across_vms` (a TEE whose
+//! threads all VMs share), a VM that holds more keeps them until another VM is refused a
+//! thread: then one of its calls parked for longer than `max_park_ms` is failed ("reaped")
+//! so the thread is freed. Debian's OP-TEE gives each VM threads of its own, so that is off.
 
 /// Default: concurrent yielding calls per VM, at most (its share of OP-TEE's threads may be
 /// fewer).
@@ -108,23 +109,35 @@ pub struct Limits {
     /// which it never gives back and panics without: a call or an RPC allocation that
     /// would not fit is refused with TEEC_ERROR_OUT_OF_MEMORY.
     pub max_optee_map_pages_per_vm: u32,
+    /// Reap (see `max_park_ms`) another VM's parked calls when a VM is refused a thread.
+    /// Only for a TEE whose threads all VMs share. Off by default: Debian's OP-TEE 4.5 with
+    /// NS-virtualization gives each guest partition its own threads (its thread contexts
+    /// are partition data, not nexus data), so a VM refused a thread has used up its own,
+    /// and another VM's parked call holds none of them; reaping it would fail that VM's
+    /// call and give the refused one nothing. Measured: `moat-hostile-threads`, a dom0
+    /// holding both of its threads while a domU passes xtest 1013.
+    pub reap_across_vms: bool,
 }
+
+/// `Limits::default()`, as a constant.
+pub const DEFAULTS: Limits = Limits {
+    max_calls_per_vm: DEFAULT_MAX_CALLS_PER_VM,
+    max_pages_per_buffer: DEFAULT_MAX_PAGES_PER_BUFFER,
+    max_pages_per_trap: DEFAULT_MAX_PAGES_PER_TRAP,
+    max_buffers_per_vm: DEFAULT_MAX_BUFFERS_PER_VM,
+    max_pinned_pages_per_vm: DEFAULT_MAX_PINNED_PAGES_PER_VM,
+    max_rpc_args_per_vm: DEFAULT_MAX_RPC_ARGS_PER_VM,
+    max_params: DEFAULT_MAX_PARAMS,
+    max_internal_resumes: DEFAULT_MAX_INTERNAL_RESUMES,
+    max_destroy_resumes: DEFAULT_MAX_DESTROY_RESUMES,
+    max_park_ms: DEFAULT_MAX_PARK_MS,
+    max_optee_map_pages_per_vm: DEFAULT_MAX_OPTEE_MAP_PAGES_PER_VM,
+    reap_across_vms: false,
+};
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_calls_per_vm: DEFAULT_MAX_CALLS_PER_VM,
-            max_pages_per_buffer: DEFAULT_MAX_PAGES_PER_BUFFER,
-            max_pages_per_trap: DEFAULT_MAX_PAGES_PER_TRAP,
-            max_buffers_per_vm: DEFAULT_MAX_BUFFERS_PER_VM,
-            max_pinned_pages_per_vm: DEFAULT_MAX_PINNED_PAGES_PER_VM,
-            max_rpc_args_per_vm: DEFAULT_MAX_RPC_ARGS_PER_VM,
-            max_params: DEFAULT_MAX_PARAMS,
-            max_internal_resumes: DEFAULT_MAX_INTERNAL_RESUMES,
-            max_destroy_resumes: DEFAULT_MAX_DESTROY_RESUMES,
-            max_park_ms: DEFAULT_MAX_PARK_MS,
-            max_optee_map_pages_per_vm: DEFAULT_MAX_OPTEE_MAP_PAGES_PER_VM,
-        }
+        DEFAULTS
     }
 }
 

@@ -50,8 +50,10 @@
 //! `min(max_calls_per_vm, max(1, thread_count / live VMs))`, which GET_THREAD_COUNT answers
 //! at that moment. The share is what the VM is guaranteed, not a cap: a VM may use any
 //! thread that is free (a cancel needs a second thread beside the call it cancels; only
-//! `max_calls_per_vm` caps), and when another VM's new call gets OP-TEE's ETHREAD_LIMIT
-//! the mediator *reaps* one call of a VM above its share that
+//! `max_calls_per_vm` caps). With `Limits::reap_across_vms` (a TEE whose threads all VMs
+//! share; off by default, since Debian's OP-TEE gives each guest partition threads of its
+//! own), when another VM's new call gets OP-TEE's ETHREAD_LIMIT the mediator *reaps* one
+//! call of a VM above its share that
 //! has been parked (`Waiting`, not in flight) for longer than `max_park_ms`: it takes the
 //! call out of that VM's state, unwinds it in OP-TEE as `vm_destroyed` does (every RPC
 //! answered with a failure), and, after OP-TEE's ETHREAD_LIMIT, enters the refused call
@@ -763,6 +765,12 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
     /// freed: OP-TEE's RPC-argument cache is never on, so a finished call keeps none, and an
     /// abandoned thread is never resumed again (as in `vm_destroyed`).
     fn reap(&self, vm: VmId, now: u64) -> Option<(VmId, u32)> {
+        if !self.limits.reap_across_vms {
+            // OP-TEE's NS-virtualization gives each guest partition threads of its own: a
+            // call of another VM holds none of the refused VM's, and failing it would only
+            // hurt that VM (measured: moat-hostile-threads).
+            return None;
+        }
         let (others, vms) = L::with(&self.vms, |t| {
             let others: Vec<_> = t
                 .iter()

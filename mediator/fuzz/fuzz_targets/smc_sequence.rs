@@ -145,6 +145,8 @@ fuzz_target!(|data: &[u8]| {
         max_park_ms: 100,
         // Below what the buffers could ask, so that refusals for OP-TEE's space happen.
         max_optee_map_pages_per_vm: 1000,
+        // The fake's threads are shared by every VM: exercise reaping.
+        reap_across_vms: true,
     };
     let med = Mediator::<_, _, FakeLock, _>::probe(
         optee,

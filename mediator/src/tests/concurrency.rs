@@ -308,7 +308,7 @@ fn disable_shm_cache_racing_a_sibling_call_keeps_the_page() {
 #[test]
 fn a_call_in_flight_is_never_reaped() {
     for both_in_flight in [false, true] {
-        let mut env = Env::build(Limits::default(), 2, &[VM1]);
+        let mut env = Env::build(SHARED_THREADS, 2, &[VM1]);
         let mut h = Vec::new();
         for i in 0..2 {
             env.now = i * 1_000;

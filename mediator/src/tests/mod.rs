@@ -28,6 +28,13 @@ use crate::{Limits, Mediator, SecureMonitor, SmcRecord, Step as MedStep, Token, 
 /// Two VMs: `VM1` (domid 1, client 2) and `VM2` (domid 2, client 3).
 pub const VM1: VmId = VmId(1);
 pub const VM2: VmId = VmId(2);
+/// The fake OP-TEE's threads are shared by every VM, as a TEE without per-guest threads
+/// would have them: the limits that reap across VMs for such a TEE.
+pub const SHARED_THREADS: Limits = Limits {
+    reap_across_vms: true,
+    ..crate::limits::DEFAULTS
+};
+
 /// RAM pages per VM.
 pub const RAM_PAGES: u64 = 2048;
 

@@ -1947,7 +1947,7 @@ fn a_vm_alone_may_hold_every_thread_and_is_never_reaped() {
 #[test]
 fn a_vm_holding_every_thread_is_reaped_for_another_after_the_deadline() {
     let deadline = crate::limits::DEFAULT_MAX_PARK_MS;
-    let mut env = Env::build(Limits::default(), 2, &[VM1]);
+    let mut env = Env::build(SHARED_THREADS, 2, &[VM1]);
     // VM1, alone, parks a call on each of OP-TEE's two threads.
     env.now = 1_000;
     let h0 = park_in_cmd(&mut env, VM1, 0);
@@ -2041,7 +2041,7 @@ fn a_vm_holding_every_thread_is_reaped_for_another_after_the_deadline() {
 #[test]
 fn every_vm_refused_a_thread_reaps_one_of_a_vm_above_its_share() {
     let vm3 = VmId(3);
-    let mut env = Env::build(Limits::default(), 4, &[VM1]);
+    let mut env = Env::build(SHARED_THREADS, 4, &[VM1]);
     env.mem
         .insert(vm3, FakeMem::new(&env.world, vm3.client_id(), RAM_PAGES));
     assert_eq!(thread_count(&mut env, VM1), 4);
@@ -2088,7 +2088,7 @@ fn every_vm_refused_a_thread_reaps_one_of_a_vm_above_its_share() {
 
 #[test]
 fn a_reaped_call_gives_back_the_shared_memory_optee_freed_while_unwinding() {
-    let mut env = Env::build(Limits::default(), 2, &[VM1]);
+    let mut env = Env::build(SHARED_THREADS, 2, &[VM1]);
     // Call 0 gets a shared buffer from the guest (RPC SHM_ALLOC), then parks in a command;
     // unwound, OP-TEE frees the buffer (SHM_FREE) and the RPC argument on its way out.
     env.plan(vec![
@@ -2246,6 +2246,34 @@ fn a_vm_may_use_a_free_thread_beyond_its_share() {
     assert_eq!(env.last_record().fault, None);
     answer_parked(&mut env, VM1, 0, h);
     assert_eq!(env.optee.borrow().threads_in_use(), 0);
+    assert_eq!(env.world.borrow().hv_live, 0);
+    env.check();
+}
+
+#[test]
+fn by_default_no_vm_fails_another_vms_calls() {
+    // OP-TEE 4.5 gives each guest partition its own threads, so a VM refused a thread has
+    // used up its own; another VM's parked call holds none of them. Reaping is off.
+    let mut env = Env::build(Limits::default(), 2, &[VM1]);
+    let h: Vec<u64> = (0..2).map(|i| park_in_cmd(&mut env, VM1, i)).collect();
+    env.med.vm_created(VM2).unwrap();
+    env.now = 10 * crate::limits::DEFAULT_MAX_PARK_MS;
+    env.mem(VM2)
+        .put_arg(ARG_IPA, &msg(OPTEE_MSG_CMD_INVOKE_COMMAND, vec![]));
+    assert_eq!(
+        env.call(VM2, ARG_IPA)[0],
+        u64::from(OPTEE_SMC_RETURN_ETHREAD_LIMIT),
+        "the fake's threads are shared: VM2 finds none"
+    );
+    assert_eq!(env.last_record().reaped, None);
+    assert_eq!(
+        env.med.vm_stats(VM1).unwrap().waiting,
+        2,
+        "VM1's calls are untouched"
+    );
+    for (i, h) in h.into_iter().enumerate() {
+        answer_parked(&mut env, VM1, i as u64, h);
+    }
     assert_eq!(env.world.borrow().hv_live, 0);
     env.check();
 }

@@ -2,7 +2,7 @@
 //! xtask: moat's build, boot and test driver.
 //!
 //! ```text
-//!   cargo xtask qemu  --hv none|moat|xen  [--run CMD]
+//!   cargo xtask qemu  --hv none|moat|xen  [--run CMD]  [--dom0 hostile --dom0-args OPTS]
 //!        |
 //!        +-- host::ensure      apt-get install the host tools that are missing
 //!        +-- resolve::Resolver qemu/stack.toml (intent) through qemu/stack.lock (exact
@@ -11,6 +11,8 @@
 //!        +-- tfa::build        TF-A from Debian's source, with OP-TEE as BL32
 //!        +-- rootfs::build     initramfs: busybox, tee-supplicant, xtest, TAs, modules
 //!        +-- xen::build        (--hv xen) stock Xen from Debian's source, OP-TEE mediator on
+//!        +-- hostile::build    (--dom0 hostile) the hostile guest, booted as dom0 instead
+//!        |                     of Linux: a seeded raw-SMC campaign against the mediator
 //!        +-- dtb::prepare      QEMU's DTB (dumped with the same -bios) + /chosen
 //!        +-- qemu::Machine     the QEMU command line, as data; run with a timeout
 //!
@@ -32,6 +34,7 @@ mod debver;
 mod dtb;
 mod guest_tools;
 mod host;
+mod hostile;
 mod instruments;
 mod lock;
 mod moat;
@@ -107,8 +110,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// `cargo fmt --check` and `cargo clippy -D warnings`, for the host crates and for the
-/// target crates (built for the bare-metal target).
+/// `cargo fmt --check` and `cargo clippy -D warnings`, for the host crates (hostile-core
+/// among them) and for the target crates (built for the bare-metal target: boot, hv, the
+/// pure crates they use, and the hostile guest with its pure half).
 fn lint() -> Result<()> {
     let root = paths::workspace_root();
     step::run_visible(
@@ -125,11 +129,23 @@ fn lint() -> Result<()> {
     )?;
     host::ensure_rust_target()?;
     step::run_visible(
-        "clippy (EL2 crates, aarch64-unknown-none-softfloat)",
+        "clippy (EL2 crates and the hostile guest, aarch64-unknown-none-softfloat)",
         std::process::Command::new(paths::cargo())
             .current_dir(&root)
             .args([
-                "clippy", "-p", "boot", "-p", "hv", "-p", "hv-core", "-p", "mediator",
+                "clippy",
+                "-p",
+                "boot",
+                "-p",
+                "hv",
+                "-p",
+                "hv-core",
+                "-p",
+                "mediator",
+                "-p",
+                "hostile-core",
+                "-p",
+                "moat-hostile-guest",
             ])
             .args(["--target", paths::TARGET, "--", "-D", "warnings"]),
     )?;

@@ -33,7 +33,7 @@ pub fn hv_bootargs(machine: &Machine) -> String {
 }
 
 /// Where cargo puts target artefacts.
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| paths::workspace_root().join("target"))

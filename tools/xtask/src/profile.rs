@@ -74,6 +74,30 @@ impl Hv {
     }
 }
 
+/// What dom0 boots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dom0 {
+    /// Linux with the initramfs (tee-supplicant, xtest, the attack client).
+    #[default]
+    Linux,
+    /// The hostile guest (tests/guests/hostile): a bare-metal program that fires a seeded
+    /// campaign of raw SMCs at moat's OP-TEE mediator, checks every answer, prints a
+    /// summary and powers off. moat only.
+    Hostile,
+}
+
+/// What dom0 boots, once built.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Dom0Boot {
+    /// The Linux Image and initramfs of the profile.
+    #[default]
+    Linux,
+    /// The hostile guest's Image, with these options (`xen,dom0-bootargs` is `hostile
+    /// <args>`) and no ramdisk.
+    Hostile { image: PathBuf, args: String },
+}
+
 #[derive(clap::Args, Debug)]
 pub struct QemuArgs {
     /// Which hypervisor runs at EL2.
@@ -134,6 +158,15 @@ pub struct QemuArgs {
     /// With --domu: run this shell command in every domU instead of its shell.
     #[arg(long, value_name = "CMD", requires = "domu")]
     pub domu_run: Option<String>,
+    /// With --hv moat: what dom0 boots. `hostile` runs the hostile guest's campaign
+    /// instead of Linux (no shell, no --run); xtask exits with its status (0: nothing
+    /// found, 1: findings, 2: it could not run, 3: it crashed).
+    #[arg(long, value_enum, default_value_t = Dom0::Linux)]
+    pub dom0: Dom0,
+    /// With --dom0 hostile: the guest's options, for example "seed=7 cases=1000" or
+    /// "mode=threads" (see tests/guests/hostile-core/src/options.rs).
+    #[arg(long, value_name = "OPTIONS")]
+    pub dom0_args: Option<String>,
     #[command(flatten)]
     pub stack: StackArgs,
 }
@@ -257,6 +290,35 @@ pub struct Prepared {
     pub resolved: Vec<Resolved>,
     /// dom0less domUs to boot beside dom0 (moat only).
     pub domus: Vec<DomUReq>,
+    /// What dom0 boots (moat only: Linux, or the hostile guest).
+    pub dom0: Dom0Boot,
+}
+
+/// Boot the hostile guest as dom0 of a moat run, with `args` as its options: build it, and
+/// keep Linux (kernel and initramfs) for the domUs only.
+pub fn use_hostile_dom0(p: &mut Prepared, hv: Hv, args: &str) -> Result<()> {
+    ensure!(
+        hv == Hv::Moat,
+        "the hostile dom0 runs under moat (--hv moat)"
+    );
+    let image = crate::hostile::build()?;
+    println!("hostile guest image: {} (dom0)", image.display());
+    p.dom0 = Dom0Boot::Hostile {
+        image,
+        args: args.to_string(),
+    };
+    Ok(())
+}
+
+impl Prepared {
+    /// The run's exit status, if this console line is the end of dom0's run: /init's
+    /// `moat-init: run-exit=N` under Linux, the hostile guest's last line otherwise.
+    pub fn exit_status(&self, line: &str) -> Option<u8> {
+        match self.dom0 {
+            Dom0Boot::Linux => run_exit(line),
+            Dom0Boot::Hostile { .. } => crate::hostile::exit_status(line),
+        }
+    }
 }
 
 /// Add a domU to a moat run. dom0's vCPUs are cut so that the domU gets pCPUs of its own
@@ -322,6 +384,7 @@ impl Common {
             linux_bootargs: "console=ttyAMA0 rdinit=/init".into(),
             resolved: ctx.res.take_used(),
             domus: Vec::new(),
+            dom0: Dom0Boot::Linux,
         }
     }
 }
@@ -390,6 +453,8 @@ pub fn prepare(ctx: &mut Ctx, hv: Hv, machine: &Machine, choice: &Choice) -> Res
 pub struct Sizes {
     pub initrd: u64,
     pub kernel: u64,
+    /// dom0's kernel when it is not `kernel` (the hostile guest): the memory it occupies.
+    pub dom0_kernel: Option<u64>,
     /// The hypervisor image, when one is BL33.
     pub hypervisor: Option<u64>,
     /// Each domU's initrd (its kernel is `kernel`).
@@ -403,7 +468,8 @@ pub fn check_layout(sizes: Sizes, mem_mib: u32) -> Result<()> {
     let mut regions = vec![("initrd", INITRD_ADDR, sizes.initrd)];
     match sizes.hypervisor {
         Some(hv) => {
-            regions.push(("dom0 kernel", DOM0_KERNEL_ADDR, sizes.kernel));
+            let dom0 = sizes.dom0_kernel.unwrap_or(sizes.kernel);
+            regions.push(("dom0 kernel", DOM0_KERNEL_ADDR, dom0));
             if sizes.domu_initrds.iter().any(Option::is_some) {
                 // moat's image, stacks, heap and stage-2 pool sit above BL33_ADDR: keep
                 // the domUs' modules clear of 64 MiB there.
@@ -501,9 +567,23 @@ pub fn invocation_with_overlay(
     for (slot, path) in domu_sizes.iter_mut().zip(&domu_initrds) {
         *slot = Some(size(path)?);
     }
+    // dom0: Linux with its initrd, or the hostile guest alone.
+    let (dom0_image, dom0_kernel, dom0_bootargs, dom0_initrd) = match &p.dom0 {
+        Dom0Boot::Linux => (p.kernel.clone(), None, p.linux_bootargs.clone(), true),
+        Dom0Boot::Hostile { image, args } => {
+            ensure!(p.hypervisor.is_some(), "the hostile dom0 needs moat");
+            (
+                image.clone(),
+                Some(crate::hostile::memory_size(image)?),
+                crate::hostile::bootargs(args),
+                false,
+            )
+        }
+    };
     let sizes = Sizes {
-        initrd: size(&initrd)?,
+        initrd: if dom0_initrd { size(&initrd)? } else { 0 },
         kernel: size(&p.kernel)?,
+        dom0_kernel,
         hypervisor: p.hypervisor.as_deref().map(size).transpose()?,
         domu_initrds: domu_sizes,
     };
@@ -518,30 +598,34 @@ pub fn invocation_with_overlay(
             },
             vec![(p.kernel.clone(), BL33_ADDR), (initrd, INITRD_ADDR)],
         ),
-        Some(hv) => (
-            Chosen {
-                xen_bootargs: Some(p.hv_bootargs.clone()),
-                dom0_bootargs: Some(p.linux_bootargs.clone()),
-                modules: vec![
-                    Module {
-                        kind: "multiboot,kernel",
-                        addr: DOM0_KERNEL_ADDR,
-                        size: sizes.kernel,
-                    },
-                    Module {
-                        kind: "multiboot,ramdisk",
-                        addr: INITRD_ADDR,
-                        size: sizes.initrd,
-                    },
-                ],
-                ..Chosen::default()
-            },
-            vec![
+        Some(hv) => {
+            let mut modules = vec![Module {
+                kind: "multiboot,kernel",
+                addr: DOM0_KERNEL_ADDR,
+                size: size(&dom0_image)?,
+            }];
+            let mut loads = vec![
                 (hv.clone(), BL33_ADDR),
-                (p.kernel.clone(), DOM0_KERNEL_ADDR),
-                (initrd, INITRD_ADDR),
-            ],
-        ),
+                (dom0_image.clone(), DOM0_KERNEL_ADDR),
+            ];
+            if dom0_initrd {
+                modules.push(Module {
+                    kind: "multiboot,ramdisk",
+                    addr: INITRD_ADDR,
+                    size: sizes.initrd,
+                });
+                loads.push((initrd, INITRD_ADDR));
+            }
+            (
+                Chosen {
+                    xen_bootargs: Some(p.hv_bootargs.clone()),
+                    dom0_bootargs: Some(dom0_bootargs),
+                    modules,
+                    ..Chosen::default()
+                },
+                loads,
+            )
+        }
     };
     let (mut chosen, mut loads) = (chosen, loads);
     for (i, (d, path)) in p.domus.iter().zip(&domu_initrds).enumerate() {
@@ -677,12 +761,25 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
             )?;
         }
     }
+    let hostile = args.dom0 == Dom0::Hostile;
+    if hostile {
+        anyhow::ensure!(
+            args.run.is_none(),
+            "--run is a command for Linux dom0's /init; the hostile dom0 runs its campaign \
+             (its options: --dom0-args)"
+        );
+        use_hostile_dom0(&mut p, args.hv, args.dom0_args.as_deref().unwrap_or(""))?;
+    } else {
+        anyhow::ensure!(args.dom0_args.is_none(), "--dom0-args needs --dom0 hostile");
+    }
+    // The hostile dom0 is watched like a command: it ends with its status.
+    let captured = args.run.is_some() || hostile;
     let name = format!("qemu-{}", format!("{:?}", args.hv).to_lowercase());
     let dir = paths::run_dir(&name)?;
     let console_log = dir.join("console.log");
-    let console = match args.run {
-        Some(_) => Console::Captured,
-        None => Console::Interactive {
+    let console = match captured {
+        true => Console::Captured,
+        false => Console::Interactive {
             log: console_log.clone(),
         },
     };
@@ -697,7 +794,7 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
     println!("console log: {}", console_log.display());
     println!("OP-TEE log (secure UART): {}", inv.secure_log.display());
     println!("stack used: {}", dir.join("stack.resolved").display());
-    if args.run.is_none() {
+    if !captured {
         println!("booting; `poweroff` in the guest ends it, Ctrl-] x quits QEMU");
         if args.hv == Hv::Moat {
             println!("Ctrl-a three times switches the console's input between dom0 and moat");
@@ -709,7 +806,7 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
         &console_log,
         Duration::from_secs(args.timeout),
         true,
-        |line| match run_exit(line) {
+        |line| match p.exit_status(line) {
             Some(code) => Verdict::Done(code),
             None if line.contains("Kernel panic") => Verdict::Fail(line.to_string()),
             None => Verdict::Continue,
@@ -717,7 +814,10 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
     )?;
     match outcome.outcome {
         Outcome::Done(code) => {
-            println!("\nxtask: guest command exited with status {code}");
+            match hostile {
+                true => println!("\nxtask: the hostile dom0 ended with status {code}"),
+                false => println!("\nxtask: guest command exited with status {code}"),
+            }
             Ok(code)
         }
         Outcome::Fatal(cause) => {
@@ -798,6 +898,7 @@ mod tests {
         Sizes {
             initrd,
             kernel,
+            dom0_kernel: None,
             hypervisor,
             domu_initrds: [None; MAX_DOMUS],
         }
@@ -824,6 +925,29 @@ mod tests {
         assert!(check_layout(sizes(BL33_ADDR - INITRD_ADDR + 1, 33 << 20, None), 2048).is_err());
         // A kernel that does not fit in a small RAM.
         assert!(check_layout(sizes(1 << 20, 600 << 20, None), 1024).is_err());
+    }
+
+    #[test]
+    fn a_hostile_dom0_is_laid_out_by_the_memory_it_occupies() {
+        use clap::Parser;
+        // The guest's Image is small on disk, but its BSS, heap and arena follow it.
+        let mut s = sizes(0, 33 << 20, Some(2 << 20));
+        s.dom0_kernel = Some(25 << 20);
+        assert!(check_layout(s, 2048).is_ok());
+        s.dom0_kernel = Some(BL33_ADDR - DOM0_KERNEL_ADDR + 1);
+        let e = check_layout(s, 2048).unwrap_err().to_string();
+        assert!(e.contains("dom0 kernel") && e.contains("runs into"), "{e}");
+        let cli = QemuCli::try_parse_from([
+            "cargo xtask qemu",
+            "--dom0",
+            "hostile",
+            "--dom0-args",
+            "seed=7 cases=10",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.dom0, Dom0::Hostile);
+        assert_eq!(cli.args.dom0_args.as_deref(), Some("seed=7 cases=10"));
+        assert!(QemuCli::try_parse_from(["cargo xtask qemu", "--dom0", "evil"]).is_err());
     }
 
     #[test]

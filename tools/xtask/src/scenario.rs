@@ -39,8 +39,17 @@ pub struct Scenario {
     /// What the scenario shows, in a sentence.
     pub description: String,
     pub hv: HvName,
-    /// Shell command run in the guest by /init.
+    /// Shell command run in the guest by /init (Linux dom0; none with `dom0 = "hostile"`).
+    #[serde(default)]
     pub run: String,
+    /// What dom0 boots: `"linux"` (default) or `"hostile"`, the hostile guest
+    /// (tests/guests/hostile), whose last line `hostile: done, status N` ends the run with
+    /// status N (moat only).
+    #[serde(default)]
+    pub dom0: crate::profile::Dom0,
+    /// With `dom0 = "hostile"`: its options, e.g. `"seed=1 cases=200"` or `"mode=threads"`.
+    #[serde(default)]
+    pub dom0_args: Option<String>,
     pub timeout_secs: u64,
     /// Only with `--full`.
     #[serde(default)]
@@ -189,6 +198,20 @@ impl Scenario {
         anyhow::ensure!(
             s.send_after.is_some() == s.send.is_some(),
             "scenario {name}: send_after and send go together"
+        );
+        let hostile = s.dom0 == crate::profile::Dom0::Hostile;
+        anyhow::ensure!(
+            s.run.is_empty() == hostile,
+            "scenario {name}: `run` is what Linux dom0's /init runs: required with a Linux \
+             dom0, none with dom0 = \"hostile\""
+        );
+        anyhow::ensure!(
+            !hostile || s.hv == HvName::Moat,
+            "scenario {name}: dom0 = \"hostile\" needs hv = \"moat\""
+        );
+        anyhow::ensure!(
+            hostile || s.dom0_args.is_none(),
+            "scenario {name}: dom0_args needs dom0 = \"hostile\""
         );
         Ok(s)
     }
@@ -436,6 +459,9 @@ fn run_one(ctx: &mut profile::Ctx, s: &Scenario) -> Result<Vec<String>> {
             },
         )?;
     }
+    if s.dom0 == crate::profile::Dom0::Hostile {
+        profile::use_hostile_dom0(&mut p, s.hv.into(), s.dom0_args.as_deref().unwrap_or(""))?;
+    }
     let until = s.until.as_deref().map(Regex::new).transpose()?;
     let until_all: Vec<Regex> = s
         .until_all
@@ -446,7 +472,8 @@ fn run_one(ctx: &mut profile::Ctx, s: &Scenario) -> Result<Vec<String>> {
     let send_after = s.send_after.as_deref().map(Regex::new).transpose()?;
     let mut to_send = s.send.clone().map(String::into_bytes);
     let dir = paths::run_dir(&format!("test-{}", s.name))?;
-    let inv = profile::invocation(&p, Some(&s.run), &dir, Console::Captured)?;
+    let run = (!s.run.is_empty()).then_some(s.run.as_str());
+    let inv = profile::invocation(&p, run, &dir, Console::Captured)?;
     let console_log = dir.join("console.log");
     let mut console = Ordered::new(&s.console)?;
     let forbid: Vec<Regex> = s
@@ -478,7 +505,7 @@ fn run_one(ctx: &mut profile::Ctx, s: &Scenario) -> Result<Vec<String>> {
                     return Verdict::Send(bytes);
                 }
             }
-            match profile::run_exit(line) {
+            match p.exit_status(line) {
                 Some(code) => Verdict::Done(code),
                 None => Verdict::Continue,
             }
@@ -530,6 +557,8 @@ fn host_tests() -> Result<()> {
             "hv",
             "--exclude",
             "boot",
+            "--exclude",
+            "moat-hostile-guest",
         ]),
     )?;
     crate::host::ensure_rust_target()?;
@@ -783,6 +812,25 @@ mod tests {
         )
         .unwrap();
         assert!(clean.is_empty());
+    }
+
+    #[test]
+    fn a_hostile_dom0_runs_no_command_and_needs_moat() {
+        let hostile = r#"
+            description = "d"
+            hv = "moat"
+            dom0 = "hostile"
+            dom0_args = "seed=1 cases=10"
+            timeout_secs = 10
+        "#;
+        let s = Scenario::parse("t", hostile).unwrap();
+        assert_eq!(s.dom0, crate::profile::Dom0::Hostile);
+        assert!(s.run.is_empty());
+        assert!(Scenario::parse("t", &format!("{hostile}\nrun = \"xtest\"")).is_err());
+        assert!(Scenario::parse("t", &hostile.replace("\"moat\"", "\"xen\"")).is_err());
+        // A Linux dom0 must run something, and takes no hostile options.
+        assert!(Scenario::parse("t", &S.replace("run = \"xtest 1001\"", "")).is_err());
+        assert!(Scenario::parse("t", &format!("{S}\ndom0_args = \"seed=1\"")).is_err());
     }
 
     #[test]
