@@ -25,18 +25,10 @@ pub struct GuestTools {
     pub key: String,
 }
 
-/// The compiler's command line for `name`, as data.
+/// The compiler's command line for `name`, as data: the bench client's, with no include
+/// directory of its own.
 pub fn cc_args(src: &std::path::Path, out: &std::path::Path) -> Vec<String> {
-    vec![
-        "-static".into(),
-        "-O2".into(),
-        "-Wall".into(),
-        "-Wextra".into(),
-        "-Werror".into(),
-        "-o".into(),
-        out.display().to_string(),
-        src.display().to_string(),
-    ]
+    crate::instruments::static_cc_args(src, &[], out)
 }
 
 /// Build (or take from the cache) every program of [`PROGRAMS`].

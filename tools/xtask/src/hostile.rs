@@ -79,18 +79,7 @@ pub fn build() -> Result<PathBuf> {
     let elf = crate::moat::target_dir()
         .join(paths::TARGET)
         .join("release/moat-hostile-guest");
-    let image = elf.with_file_name("moat-hostile-guest.bin");
-    let out = Command::new("aarch64-linux-gnu-objcopy")
-        .args(["-O", "binary"])
-        .arg(&elf)
-        .arg(&image)
-        .output()
-        .context("running aarch64-linux-gnu-objcopy")?;
-    ensure!(
-        out.status.success(),
-        "objcopy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let image = crate::moat::flat_image(&elf)?;
     memory_size(&image)?;
     Ok(image)
 }

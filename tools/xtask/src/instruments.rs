@@ -90,17 +90,21 @@ pub fn ta_make_args(dev_kit: &Path, out: &Path) -> Vec<String> {
 
 /// The client's compiler command line, as data.
 pub fn client_cc_args(src: &Path, ta_include: &Path, out: &Path) -> Vec<String> {
-    vec![
-        "-static".into(),
-        "-O2".into(),
-        "-Wall".into(),
-        "-Wextra".into(),
-        "-Werror".into(),
-        format!("-I{}", ta_include.display()),
+    static_cc_args(src, &[ta_include], out)
+}
+
+/// A static arm64 Linux program from one C file, warnings as errors, as data.
+pub fn static_cc_args(src: &Path, includes: &[&Path], out: &Path) -> Vec<String> {
+    let mut a: Vec<String> = ["-static", "-O2", "-Wall", "-Wextra", "-Werror"]
+        .map(String::from)
+        .to_vec();
+    a.extend(includes.iter().map(|i| format!("-I{}", i.display())));
+    a.extend([
         "-o".into(),
         out.display().to_string(),
         src.display().to_string(),
-    ]
+    ]);
+    a
 }
 
 /// The plugin's compiler command line, as data.

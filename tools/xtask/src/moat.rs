@@ -49,10 +49,17 @@ pub fn build() -> Result<(PathBuf, PathBuf)> {
             .args(cargo_args()),
     )?;
     let elf = target_dir().join(paths::TARGET).join("release/moat");
-    let image = elf.with_file_name("moat.bin");
+    let image = flat_image(&elf)?;
+    Ok((image, elf))
+}
+
+/// `<elf>.bin`: the flat image of a bare-metal ELF (`objcopy -O binary`), which the
+/// firmware or the hypervisor loads and enters as an arm64 Image.
+pub fn flat_image(elf: &std::path::Path) -> Result<PathBuf> {
+    let image = elf.with_extension("bin");
     let out = Command::new("aarch64-linux-gnu-objcopy")
         .args(["-O", "binary"])
-        .arg(&elf)
+        .arg(elf)
         .arg(&image)
         .output()
         .context("running aarch64-linux-gnu-objcopy")?;
@@ -61,7 +68,7 @@ pub fn build() -> Result<(PathBuf, PathBuf)> {
         "objcopy failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok((image, elf))
+    Ok(image)
 }
 
 /// Everything `--hv moat` boots, with the NS-virtualized OP-TEE unless `optee` says
