@@ -21,7 +21,7 @@
 
 use alloc::vec::Vec;
 
-use crate::abi::{read_u64, write_u64, NONCONTIG_PAGE_SIZE, PAGELIST_ENTRIES_PER_PAGE};
+use crate::abi::{read_u64, NONCONTIG_PAGE_SIZE, PAGELIST_ENTRIES_PER_PAGE};
 use crate::error::Fault;
 use crate::ports::{Access, GuestMemory, HvPage, HvPages, Ipa, MemFault};
 
@@ -148,15 +148,22 @@ pub(crate) fn pin_noncontig<G: GuestMemory, P: HvPages>(
             }
         }
     }
-    let mut buf = alloc::vec![0u8; NONCONTIG_PAGE_SIZE as usize];
+    // The pages come zeroed (`HvPages::alloc`): write only the entries and the link, not
+    // a whole page.
+    let mut entries: Vec<u8> = Vec::with_capacity(n.min(PAGELIST_ENTRIES_PER_PAGE) * 8);
     for (i, chunk) in pas.chunks(PAGELIST_ENTRIES_PER_PAGE).enumerate() {
-        buf.fill(0);
-        for (j, pa) in chunk.iter().enumerate() {
-            write_u64(&mut buf, j * 8, *pa);
+        entries.clear();
+        for pa in chunk {
+            entries.extend_from_slice(&pa.to_le_bytes());
         }
-        let next = list.get(i + 1).map_or(0, |p| p.phys().raw());
-        write_u64(&mut buf, PAGELIST_ENTRIES_PER_PAGE * 8, next);
-        pages.write(&list[i], 0, &buf);
+        pages.write(&list[i], 0, &entries);
+        if let Some(next) = list.get(i + 1) {
+            pages.write(
+                &list[i],
+                PAGELIST_ENTRIES_PER_PAGE * 8,
+                &next.phys().raw().to_le_bytes(),
+            );
+        }
     }
     let buf_ptr = list[0].phys().raw() | offset;
     Ok(Translated {
@@ -176,15 +183,19 @@ fn walk<G: GuestMemory>(
     pinned: &mut Pinned,
     pas: &mut Vec<u64>,
 ) -> Result<(), Fault> {
-    let mut copy = alloc::vec![0u8; NONCONTIG_PAGE_SIZE as usize];
+    // Only the entries this buffer uses, and the link when another list page follows, are
+    // copied out of each guest list page, never a whole page.
+    let mut copy = alloc::vec![0u8; n.min(PAGELIST_ENTRIES_PER_PAGE) * 8];
+    let mut link = [0u8; 8];
     let mut list_ipa = first_list;
     let mut left = n;
     while left > 0 {
         if !list_ipa.is_multiple_of(NONCONTIG_PAGE_SIZE) {
             return Err(Fault::Unaligned);
         }
-        mem.read(Ipa(list_ipa), &mut copy).map_err(mem_fault)?;
         let here = left.min(PAGELIST_ENTRIES_PER_PAGE);
+        mem.read(Ipa(list_ipa), &mut copy[..here * 8])
+            .map_err(mem_fault)?;
         for j in 0..here {
             let ipa = read_u64(&copy, j * 8);
             if !ipa.is_multiple_of(NONCONTIG_PAGE_SIZE) {
@@ -195,7 +206,11 @@ fn walk<G: GuestMemory>(
             pas.push(pa.raw());
         }
         left -= here;
-        list_ipa = read_u64(&copy, PAGELIST_ENTRIES_PER_PAGE * 8);
+        if left > 0 {
+            let at = list_ipa + (PAGELIST_ENTRIES_PER_PAGE * 8) as u64;
+            mem.read(Ipa(at), &mut link).map_err(mem_fault)?;
+            list_ipa = u64::from_le_bytes(link);
+        }
     }
     Ok(())
 }
