@@ -34,6 +34,8 @@ pub mod abi;
 pub mod error;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fakes;
+#[cfg(any(test, feature = "fakes"))]
+pub mod fuzz;
 pub mod limits;
 pub mod mediator;
 pub mod ports;

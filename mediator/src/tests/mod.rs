@@ -12,6 +12,7 @@
 //! interleaves them across VMs and vCPUs, as several CPUs would.
 
 mod concurrency;
+mod fuzz_replay;
 mod scenarios;
 
 use std::cell::RefCell;

@@ -546,11 +546,19 @@ fn judge_refusal(s: &Scenario, want: &str) -> Result<Vec<String>> {
     })
 }
 
-fn host_tests() -> Result<()> {
+/// Inputs the mediator's fuzz replay test runs with `--full` (`MOAT_FUZZ_REPLAY`; about a
+/// minute), against its default of 10,000.
+const FULL_FUZZ_REPLAY: u32 = 200_000;
+
+fn host_tests(full: bool) -> Result<()> {
     let root = paths::workspace_root();
+    let mut cargo = Command::new(paths::cargo());
+    if full {
+        cargo.env("MOAT_FUZZ_REPLAY", FULL_FUZZ_REPLAY.to_string());
+    }
     step::run_visible(
         "host unit tests (cargo test)",
-        Command::new(paths::cargo()).current_dir(&root).args([
+        cargo.current_dir(&root).args([
             "test",
             "--workspace",
             "--exclude",
@@ -578,7 +586,7 @@ fn host_tests() -> Result<()> {
 /// `cargo xtask test`.
 pub fn test(args: &TestArgs) -> Result<u8> {
     if !args.scenarios_only {
-        host_tests()?;
+        host_tests(args.full)?;
     }
     let all = Scenario::load_all()?;
     let mut ctx = profile::Ctx::new(&args.stack)?;
