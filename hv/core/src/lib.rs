@@ -22,6 +22,7 @@ pub mod early;
 pub mod error;
 pub mod esr;
 pub mod fdt;
+pub mod fuzz;
 pub mod guest;
 pub mod mmio;
 pub mod pins;
