@@ -176,6 +176,43 @@ impl HvPages for Pages {
         };
     }
 
+    fn write_words(&self, page: &HvPage, offset: usize, data: &[u64]) {
+        let Some(end) = word_span(page, offset, data.len()) else {
+            log::error!(
+                "mediator wrote words outside a hypervisor page: {:#x}+{offset}",
+                page.phys().raw()
+            );
+            return;
+        };
+        // SAFETY: as in `write`; `offset` is 8-aligned in a page-aligned page, so the
+        // destination is `u64`-aligned, and `[offset, end)` is inside the page.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                (page.phys().raw() as *mut u8).add(offset).cast::<u64>(),
+                (end - offset) / 8,
+            )
+        };
+    }
+
+    fn read_words(&self, page: &HvPage, offset: usize, buf: &mut [u64]) {
+        let Some(end) = word_span(page, offset, buf.len()) else {
+            log::error!(
+                "mediator read words outside a hypervisor page: {:#x}+{offset}",
+                page.phys().raw()
+            );
+            return;
+        };
+        // SAFETY: as in `write_words`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                (page.phys().raw() as *const u8).add(offset).cast::<u64>(),
+                buf.as_mut_ptr(),
+                (end - offset) / 8,
+            )
+        };
+    }
+
     fn free(&self, page: HvPage) {
         if !ours(&page) {
             log::error!(
@@ -188,6 +225,14 @@ impl HvPages for Pages {
         // exactly once (HvPage is not Clone).
         unsafe { dealloc(page.phys().raw() as *mut u8, page_layout()) };
     }
+}
+
+/// The end of `words` words at byte `offset` of `page`, if `offset` is 8-aligned and they
+/// fit the page, and the page is ours.
+fn word_span(page: &HvPage, offset: usize, words: usize) -> Option<usize> {
+    offset
+        .checked_add(words.checked_mul(8)?)
+        .filter(|&e| offset.is_multiple_of(8) && e <= PAGE && ours(page))
 }
 
 /// Is `page` a page-aligned page of moat's heap (where `alloc` takes them)? A cheap guard
@@ -311,6 +356,35 @@ impl GuestMemory for DomainMemory<'_> {
         self.copy(ipa.raw(), buf.len(), Access::Write, |pa, off, n| {
             // SAFETY: as in `read`; the destination is the domain's own RAM.
             unsafe { core::ptr::copy_nonoverlapping(buf.as_ptr().add(off), pa as *mut u8, n) };
+        })
+    }
+
+    fn read_words(&self, ipa: Ipa, buf: &mut [u64]) -> Result<(), MemFault> {
+        if !ipa.raw().is_multiple_of(8) {
+            return Err(MemFault::NotRam);
+        }
+        self.copy(ipa.raw(), buf.len() * 8, Access::Read, |pa, off, n| {
+            // SAFETY: as in `read`; `pa` is 8-aligned (an 8-aligned IPA in a page-aligned
+            // frame) and pages split on 8-byte boundaries, so `off` and `n` are whole words.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    pa as *const u64,
+                    buf.as_mut_ptr().add(off / 8),
+                    n / 8,
+                )
+            };
+        })
+    }
+
+    fn write_words(&mut self, ipa: Ipa, buf: &[u64]) -> Result<(), MemFault> {
+        if !ipa.raw().is_multiple_of(8) {
+            return Err(MemFault::NotRam);
+        }
+        self.copy(ipa.raw(), buf.len() * 8, Access::Write, |pa, off, n| {
+            // SAFETY: as in `read_words`; the destination is the domain's own RAM.
+            unsafe {
+                core::ptr::copy_nonoverlapping(buf.as_ptr().add(off / 8), pa as *mut u64, n / 8)
+            };
         })
     }
 

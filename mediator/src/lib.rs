@@ -38,6 +38,7 @@ pub mod fakes;
 pub mod fuzz;
 pub mod limits;
 pub mod mediator;
+pub mod msg;
 pub mod ports;
 pub mod probe;
 mod shm;

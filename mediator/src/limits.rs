@@ -148,7 +148,10 @@ impl Limits {
 
     /// Clamp values that would break invariants (a shadow argument must fit one page).
     pub fn sanitized(mut self) -> Self {
-        self.max_params = self.max_params.min(Self::MAX_PARAMS_IN_PAGE);
+        self.max_params = self
+            .max_params
+            .min(Self::MAX_PARAMS_IN_PAGE)
+            .min(crate::msg::MAX_PARAMS as u32);
         self.max_pages_per_buffer = self.max_pages_per_buffer.max(1);
         self
     }

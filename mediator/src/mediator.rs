@@ -85,6 +85,7 @@
 //!  CPU2 (d1 vCPU0):  begin ─[lock d1]─ smc ─────────── finish ─[lock d1]─ reply
 //! ```
 
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -94,6 +95,7 @@ use crate::abi::{
 };
 use crate::error::{Error, Fault};
 use crate::limits::Limits;
+use crate::msg::Msg;
 use crate::ports::{
     Access, GuestMemory, HvPage, HvPages, Ipa, Lock, MemFault, PhysAddr, SecureMonitor, VmId,
     HYPERVISOR_CLIENT_ID,
@@ -208,7 +210,7 @@ struct Call {
     /// CALL_WITH_REGD_ARG), in the shadow and in the guest alike.
     inline_rpc: Option<usize>,
     /// The validated copy of the guest's argument (guest-side view; used for copy-back).
-    arg: MsgArg,
+    arg: Msg,
     temps: Vec<Pinned>,
     lists: Vec<HvPage>,
     register: Option<u64>,
@@ -220,9 +222,73 @@ struct Call {
     parked_at: u64,
 }
 
+/// A VM's open calls by handle, in handle order. At most `max_calls_per_vm` of them, so a
+/// short vector searched linearly; the records are boxed, so a call moves as a pointer
+/// (a `Call` is about 450 bytes, and the hypervisor's `memcpy` costs one instruction per
+/// two bytes).
+#[derive(Debug, Default)]
+struct Calls(Vec<(u32, Box<Call>)>);
+
+impl Calls {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    fn position(&self, id: u32) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&id, |(k, _)| *k)
+    }
+    fn get(&self, id: &u32) -> Option<&Call> {
+        let i = self.position(*id).ok()?;
+        Some(&self.0[i].1)
+    }
+    fn get_mut(&mut self, id: &u32) -> Option<&mut Call> {
+        let i = self.position(*id).ok()?;
+        Some(&mut self.0[i].1)
+    }
+    fn contains_key(&self, id: &u32) -> bool {
+        self.position(*id).is_ok()
+    }
+    /// Add call `id` (handles are unique: `alloc_call_id`; an existing one is replaced).
+    fn insert(&mut self, id: u32, call: Box<Call>) {
+        match self.position(id) {
+            Ok(i) => self.0[i].1 = call,
+            Err(i) => self.0.insert(i, (id, call)),
+        }
+    }
+    fn remove(&mut self, id: &u32) -> Option<Box<Call>> {
+        let i = self.position(*id).ok()?;
+        Some(self.0.remove(i).1)
+    }
+    fn keys(&self) -> impl Iterator<Item = &u32> {
+        self.0.iter().map(|(k, _)| k)
+    }
+    fn values(&self) -> impl Iterator<Item = &Call> {
+        self.0.iter().map(|(_, c)| &**c)
+    }
+    fn iter(&self) -> impl Iterator<Item = (&u32, &Call)> {
+        self.0.iter().map(|(k, c)| (k, &**c))
+    }
+}
+
+impl IntoIterator for Calls {
+    type Item = (u32, Box<Call>);
+    type IntoIter = alloc::vec::IntoIter<(u32, Box<Call>)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Vm {
-    calls: BTreeMap<u32, Call>,
+    calls: Calls,
+    /// Records of ended calls, each with its shadow page, for the VM's next calls (at most
+    /// `max_calls_per_vm`; freed with the VM). A shadow page only ever holds this VM's
+    /// messages, so it is reused without being cleared. Boxed: a record moves between
+    /// here and `calls` as a pointer, never as its 450 bytes.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Call>>,
     next_call: u32,
     bufs: BTreeMap<u64, Buffer>,
     rpc_args: BTreeMap<u64, RpcArg>,
@@ -399,6 +465,32 @@ impl GuestLoc {
         })
     }
 
+    /// Copy `buf.len()` words at byte `off` (8-aligned) of the argument area from guest
+    /// memory. The area's start is 8-aligned (checked by `copy_in_arg`), and pages split
+    /// on 8-byte boundaries, so every piece is whole words.
+    fn read_words<G: GuestMemory>(
+        &self,
+        mem: &G,
+        off: usize,
+        buf: &mut [u64],
+    ) -> Result<(), Fault> {
+        self.each(off, buf.len() * 8, |ipa, from, to| {
+            mem.read_words(ipa, &mut buf[from / 8..to / 8])
+        })
+    }
+
+    /// Copy `data` as words to byte `off` (8-aligned) of the argument area in guest memory.
+    fn write_words<G: GuestMemory>(
+        &self,
+        mem: &mut G,
+        off: usize,
+        data: &[u64],
+    ) -> Result<(), Fault> {
+        self.each(off, data.len() * 8, |ipa, from, to| {
+            mem.write_words(ipa, &data[from / 8..to / 8])
+        })
+    }
+
     /// Split `[off, off + len)` into guest-contiguous pieces: `f(ipa, from, to)`.
     fn each(
         &self,
@@ -571,6 +663,17 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         })
     }
 
+    /// Shadow pages the VMs keep in their spare call records, for their next calls (at
+    /// most `max_calls_per_vm` per VM; freed by `vm_destroyed`). Every other hypervisor
+    /// page the mediator holds belongs to an open call, a buffer or an RPC argument.
+    pub fn spare_pages(&self) -> usize {
+        let slots: Vec<_> = L::with(&self.vms, |t| t.values().cloned().collect());
+        slots
+            .iter()
+            .map(|slot| L::with(slot, |s| s.vm.spare.len()))
+            .sum()
+    }
+
     /// Tell OP-TEE about a new VM. An error must make domain creation fail. The id is taken
     /// before the SMC (a racing `vm_created` of the same id gets `VmExists`) and served once
     /// OP-TEE accepted it.
@@ -671,6 +774,9 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         }
         for (_, ra) in core::mem::take(&mut v.rpc_args) {
             self.pages.free(ra.page);
+        }
+        for call in core::mem::take(&mut v.spare) {
+            self.pages.free(call.shadow);
         }
         let r = self.lifecycle_call(abi::OPTEE_SMC_VM_DESTROYED, vm);
         L::with(&self.vms, |t| t.remove(&vm));
@@ -1240,48 +1346,36 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             }
             _ => Ok(GuestLoc::Ipa(Ipa(regpair(regs[1], regs[2])))),
         };
-        let copied = loc.and_then(|loc| {
-            let arg = self.copy_in_arg(mem, &loc)?;
-            if let Some(size) = inline_rpc {
-                probe_inline_rpc(mem, &loc, arg_size(arg.params.len()), size)?;
-            }
-            Ok((arg, loc))
-        });
-        let arg = match copied {
-            Ok(a) => a,
-            Err(f) => {
-                trap.fault = Some(f);
-                return Next::Reply(err_regs(f.smc_code()));
-            }
-        };
-        let (arg, guest) = arg;
-        let Some(shadow) = self.pages.alloc() else {
+        // A spare call of this VM (its shadow page with it), filled in place: the guest's
+        // message is read straight into it.
+        let Some(mut call) = self.spare_call(v, trap.now) else {
             trap.fault = Some(Fault::NoMemory);
             return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_ENOMEM));
         };
-        let mut call = Call {
-            state: CallState::Running,
-            shadow,
-            guest,
-            inline_rpc,
-            arg,
-            temps: Vec::new(),
-            lists: Vec::new(),
-            register: None,
-            unregister: None,
-            resume: [0; 4],
-            parked_at: trap.now,
-        };
-        let out = match self.translate_params(v, mem, &mut call, trap) {
-            Ok(out) => out,
-            Err(f) => {
-                // Report like OP-TEE reports a bad parameter: in the message, SMC OK.
-                trap.fault = Some(f);
-                fail_in_guest(mem, &call.guest, f.teec_code());
-                self.release_call_resources(mem, v, call);
-                return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_OK));
+        let copied = loc.and_then(|loc| {
+            self.copy_in_arg(mem, &loc, &mut call.arg)?;
+            if let Some(size) = inline_rpc {
+                probe_inline_rpc(mem, &loc, arg_size(call.arg.len()), size)?;
             }
-        };
+            Ok(loc)
+        });
+        match copied {
+            Ok(guest) => call.guest = guest,
+            Err(f) => {
+                trap.fault = Some(f);
+                self.recycle(v, call);
+                return Next::Reply(err_regs(f.smc_code()));
+            }
+        }
+        call.inline_rpc = inline_rpc;
+        let mut out = Msg::zeroed();
+        if let Err(f) = self.translate_params(v, mem, &mut call, trap, &mut out) {
+            // Report like OP-TEE reports a bad parameter: in the message, SMC OK.
+            trap.fault = Some(f);
+            fail_in_guest(mem, &call.guest, f.teec_code());
+            self.release_call_resources(mem, v, call);
+            return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_OK));
+        }
         let id = alloc_call_id(v);
         let blocks = optee_map_blocks(v, &call, &out);
         if v.optee_map.admit(Owner::Call(id), &blocks).is_err() {
@@ -1291,20 +1385,63 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             self.release_call_resources(mem, v, call);
             return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_OK));
         }
-        let mut small = [0u8; SMALL_ARG];
-        let mut big = Vec::new();
-        let bytes = arg_buf(&mut small, &mut big, arg_size(out.params.len()));
-        // In bounds: the buffer was sized from `out.params`.
-        let _ = out.write_to(bytes);
-        self.pages.write(&call.shadow, 0, bytes);
+        self.pages.write_words(&call.shadow, 0, out.words());
         let fwd = entry_regs(vm, &call);
         v.calls.insert(id, call);
         Next::Forward(fwd, Awaiting::Enter(id))
     }
 
-    /// Copy the guest's argument (header, then exactly the params it announced) and check
-    /// its shape. Only the copy is used afterwards.
-    fn copy_in_arg<G: GuestMemory>(&self, mem: &G, loc: &GuestLoc) -> Result<MsgArg, Fault> {
+    /// A call record for a new call of `v`, from its spares (with the shadow page it had:
+    /// a spare's page only ever held this VM's messages) or new, reset for `now`. `None`
+    /// when no page is left.
+    fn spare_call(&self, v: &mut Vm, now: u64) -> Option<Box<Call>> {
+        let mut call = match v.spare.pop() {
+            Some(c) => c,
+            None => Box::new(Call {
+                state: CallState::Running,
+                shadow: self.pages.alloc()?,
+                guest: GuestLoc::Ipa(Ipa(0)),
+                inline_rpc: None,
+                arg: Msg::zeroed(),
+                temps: Vec::new(),
+                lists: Vec::new(),
+                register: None,
+                unregister: None,
+                resume: [0; 4],
+                parked_at: now,
+            }),
+        };
+        call.state = CallState::Running;
+        call.inline_rpc = None;
+        call.register = None;
+        call.unregister = None;
+        call.resume = [0; 4];
+        call.parked_at = now;
+        Some(call)
+    }
+
+    /// Keep an ended call's record (emptied, with its shadow page) for the VM's next call,
+    /// up to `max_calls_per_vm` of them; free the rest.
+    fn recycle(&self, v: &mut Vm, mut call: Box<Call>) {
+        call.temps.clear();
+        call.lists.clear();
+        call.guest = GuestLoc::Ipa(Ipa(0));
+        call.state = CallState::Running;
+        if v.spare.len() < self.limits.max_calls_per_vm.max(1) as usize {
+            v.spare.push(call);
+        } else {
+            self.pages.free(call.shadow);
+        }
+    }
+
+    /// Copy the guest's argument (header, then exactly the params it announced) into `arg`
+    /// and check its shape. Only the copy is used afterwards.
+    fn copy_in_arg<G: GuestMemory>(
+        &self,
+        mem: &G,
+        loc: &GuestLoc,
+        arg: &mut Msg,
+    ) -> Result<(), Fault> {
         let aligned = match loc {
             GuestLoc::Ipa(ipa) => ipa.0.is_multiple_of(8),
             GuestLoc::InBuffer { offset, .. } => offset.is_multiple_of(8),
@@ -1312,9 +1449,9 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         if !aligned {
             return Err(Fault::Unaligned);
         }
-        let mut hb = [0u8; abi::MSG_ARG_HEADER_SIZE];
-        loc.read(mem, 0, &mut hb)?;
-        let header = MsgArgHeader::parse(&hb).map_err(|_| Fault::BadMessage)?;
+        // The header once: its count sizes everything after (the guest may change it).
+        loc.read_words(mem, 0, arg.header_mut())?;
+        let header = arg.header();
         if header.num_params > self.limits.max_params {
             return Err(Fault::BadMessage);
         }
@@ -1328,17 +1465,10 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             // DO_BOTTOM_HALF / STOP_ASYNC_NOTIF belong to the masked ASYNC_NOTIF capability.
             _ => return Err(Fault::BadMessage),
         }
+        // `max_params` is at most `msg::MAX_PARAMS` (`Limits::sanitized`).
         let n = header.num_params as usize;
-        let mut small = [0u8; SMALL_ARG];
-        let mut big = Vec::new();
-        let bytes = arg_buf(&mut small, &mut big, arg_size(n));
-        bytes[..abi::MSG_ARG_HEADER_SIZE].copy_from_slice(&hb);
-        loc.read(
-            mem,
-            abi::MSG_ARG_HEADER_SIZE,
-            &mut bytes[abi::MSG_ARG_HEADER_SIZE..],
-        )?;
-        MsgArg::parse(bytes).map_err(|_| Fault::BadMessage)
+        let body = arg.params_mut(n).map_err(|_| Fault::BadMessage)?;
+        loc.read_words(mem, abi::MSG_ARG_HEADER_SIZE, body)
     }
 
     /// Validate every parameter of the copy and build what OP-TEE gets.
@@ -1348,29 +1478,21 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         mem: &mut G,
         call: &mut Call,
         trap: &mut Trap,
-    ) -> Result<MsgArg, Fault> {
-        let arg = &call.arg;
-        let cmd = arg.header.cmd;
-        let mut out = MsgArg {
-            header: MsgArgHeader {
-                cmd,
-                func: arg.header.func,
-                session: arg.header.session,
-                cancel_id: arg.header.cancel_id,
-                ..Default::default()
-            },
-            params: Vec::with_capacity(arg.params.len()),
-        };
+        out: &mut Msg,
+    ) -> Result<(), Fault> {
+        let cmd = call.arg.cmd();
+        let n = call.arg.len();
+        out.reset(&call.arg.header());
         if matches!(
             cmd,
             abi::OPTEE_MSG_CMD_REGISTER_SHM | abi::OPTEE_MSG_CMD_UNREGISTER_SHM
-        ) && arg.params.len() != 1
+        ) && n != 1
         {
             return Err(Fault::BadParam);
         }
         // By index: the loop fills in `call` (pins, lists), so it cannot borrow its params.
-        for i in 0..call.arg.params.len() {
-            let p = call.arg.params[i];
+        for i in 0..n {
+            let p = call.arg.param(i);
             let kind = check_attr(&p)?;
             let q = match (cmd, kind) {
                 (abi::OPTEE_MSG_CMD_REGISTER_SHM, ParamKind::Tmem { .. }) if p.is_noncontig() => {
@@ -1452,9 +1574,10 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                     }
                 }
             };
-            out.params.push(q);
+            out.set_param(i, &q);
         }
-        Ok(out)
+        out.set_len(n);
+        Ok(())
     }
 
     /// Pin the NONCONTIG guest buffer `(buf_ptr, size)` and record it for this VM under
@@ -1514,12 +1637,12 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
     }
 
     /// Give back everything a call holds (not its registered buffer once committed).
-    fn release_call_resources<G: GuestMemory>(&self, mem: &mut G, v: &mut Vm, call: Call) {
+    fn release_call_resources<G: GuestMemory>(&self, mem: &mut G, v: &mut Vm, mut call: Box<Call>) {
         for t in &call.temps {
             unpin_all(mem, t);
             v.pinned -= t.ipas.len() as u32;
         }
-        free_pages(&self.pages, call.lists);
+        free_pages(&self.pages, core::mem::take(&mut call.lists));
         if let Some(c) = call.register {
             if let Some(b) = v.bufs.remove(&c) {
                 release_buffer(mem, v, &b);
@@ -1530,7 +1653,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                 b.state = BufState::Live;
             }
         }
-        self.pages.free(call.shadow);
+        self.recycle(v, call);
     }
 
     /// OP-TEE returned from a call's entry (`first`) or a resume (`r`): finish the call,
@@ -1695,7 +1818,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         v: &mut Vm,
         mem: &mut G,
         id: u32,
-        mut call: Call,
+        mut call: Box<Call>,
         a0: u32,
     ) {
         for ra in v.rpc_args.values_mut().filter(|ra| ra.call == Some(id)) {
@@ -1703,17 +1826,23 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         }
         // OP-TEE has unmapped the call's memrefs by the time it returns.
         v.optee_map.release(Owner::Call(id));
-        let n = call.arg.params.len();
-        let mut small = [0u8; SMALL_ARG];
-        let mut big = Vec::new();
-        let bytes = arg_buf(&mut small, &mut big, arg_size(n));
-        self.pages.read(&call.shadow, 0, bytes);
-        let result = MsgArg::parse(bytes).ok();
+        // OP-TEE's answer, read as the call's own parameter count (what OP-TEE's header
+        // says is not trusted to size anything).
+        let n = call.arg.len();
+        let mut res = Msg::zeroed();
+        let result = match res.load(n) {
+            Ok(w) => {
+                self.pages.read_words(&call.shadow, 0, w);
+                res.set_len(n);
+                Some(res)
+            }
+            Err(_) => None,
+        };
         let success = a0 == abi::OPTEE_SMC_RETURN_OK;
         let accepted = success
             && result
                 .as_ref()
-                .is_some_and(|r| r.header.ret == abi::TEEC_SUCCESS);
+                .is_some_and(|r| r.header().ret == abi::TEEC_SUCCESS);
         if accepted {
             if let Some(c) = call.register.take() {
                 if let Some(b) = v.bufs.get_mut(&c) {
@@ -1727,7 +1856,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             }
         }
         if let (true, Some(res)) = (success, result) {
-            copy_back(mem, &call, &res);
+            copy_back(mem, &mut call, &res);
         }
         self.release_call_resources(mem, v, call);
     }
@@ -1996,7 +2125,7 @@ fn rpc_slot(v: &Vm, id: u32, cookie: u64) -> Option<(&HvPage, usize, usize, Gues
     let call = v.calls.get(&id)?;
     match call.inline_rpc {
         Some(size) => {
-            let off = arg_size(call.arg.params.len());
+            let off = arg_size(call.arg.len());
             Some((&call.shadow, off, size, call.guest.clone(), off))
         }
         None => {
@@ -2099,37 +2228,21 @@ fn release_buffer<G: GuestMemory>(mem: &mut G, v: &mut Vm, b: &Buffer) {
     v.pinned -= b.pinned.ipas.len() as u32;
 }
 
-/// Bytes of an argument with the default parameter limit: argument copies this size or
-/// smaller stay on the stack (no heap on the hot path); larger ones (a raised
-/// `max_params`) use the heap.
-const SMALL_ARG: usize =
-    abi::MSG_ARG_HEADER_SIZE + abi::MSG_PARAM_SIZE * crate::limits::DEFAULT_MAX_PARAMS as usize;
-
-/// `size` bytes to copy an argument through: `small` when it fits, else `big`, grown.
-fn arg_buf<'a>(small: &'a mut [u8; SMALL_ARG], big: &'a mut Vec<u8>, size: usize) -> &'a mut [u8] {
-    if size <= SMALL_ARG {
-        &mut small[..size]
-    } else {
-        big.resize(size, 0);
-        &mut big[..]
-    }
-}
-
 /// The blocks OP-TEE may map for a call about to enter it, in parameter order (the order
 /// OP-TEE maps them): each temporary memref's pages, and each registered buffer a memref
 /// names, whole and once (OP-TEE maps the buffer object, and only once however many
 /// parameters name it). REGISTER_SHM and UNREGISTER_SHM map nothing.
-fn optee_map_blocks(v: &Vm, call: &Call, out: &MsgArg) -> Vec<u32> {
+fn optee_map_blocks(v: &Vm, call: &Call, out: &Msg) -> Vec<u32> {
     let mut blocks = Vec::new();
     if matches!(
-        out.header.cmd,
+        out.cmd(),
         abi::OPTEE_MSG_CMD_REGISTER_SHM | abi::OPTEE_MSG_CMD_UNREGISTER_SHM
     ) {
         return blocks;
     }
     let mut temps = call.temps.iter();
     let mut named: Vec<u64> = Vec::new();
-    for p in &out.params {
+    for p in out.params() {
         match p.kind() {
             Some(ParamKind::Tmem { .. }) if p.is_noncontig() => {
                 if let Some(t) = temps.next() {
@@ -2166,33 +2279,28 @@ fn check_attr(p: &MsgParam) -> Result<ParamKind, Fault> {
     Ok(kind)
 }
 
-/// Copy back to the guest only what OP-TEE may change: ret, ret_origin, the session of
+/// Copy back to the guest what OP-TEE may change: ret, ret_origin, the session of
 /// OPEN_SESSION, value outputs and memref output sizes, by the types of the validated copy.
-fn copy_back<G: GuestMemory>(mem: &mut G, call: &Call, res: &MsgArg) {
-    let mut put = |off: usize, data: &[u8]| {
-        let _ = call.guest.write(mem, off, data);
-    };
-    put(abi::ARG_OFFSET_RET, &res.header.ret.to_le_bytes());
-    put(
-        abi::ARG_OFFSET_RET_ORIGIN,
-        &res.header.ret_origin.to_le_bytes(),
-    );
-    if call.arg.header.cmd == abi::OPTEE_MSG_CMD_OPEN_SESSION {
-        put(abi::ARG_OFFSET_SESSION, &res.header.session.to_le_bytes());
+/// Everything else is written back as the guest sent it (the validated copy, the guest's
+/// own view: its IPAs, never a physical address), so the whole message goes back in one
+/// word copy instead of a copy per field. The call is over: its copy is patched in place.
+fn copy_back<G: GuestMemory>(mem: &mut G, call: &mut Call, res: &Msg) {
+    let got = res.header();
+    let arg = &mut call.arg;
+    arg.set_ret(got.ret, got.ret_origin);
+    if arg.cmd() == abi::OPTEE_MSG_CMD_OPEN_SESSION {
+        arg.set_session(got.session);
     }
-    for (i, (sent, got)) in call.arg.params.iter().zip(res.params.iter()).enumerate() {
-        match sent.kind() {
-            Some(ParamKind::Value { output: true }) => {
-                let mut b = [0u8; 24];
-                abi::write_u64(&mut b, 0, got.u0);
-                abi::write_u64(&mut b, 8, got.u1);
-                abi::write_u64(&mut b, 16, got.u2);
-                put(param_offset(i) + 8, &b);
-            }
+    for i in 0..arg.len().min(res.len()) {
+        let r = res.param(i);
+        match arg.param(i).kind() {
+            Some(ParamKind::Value { output: true }) => arg.set_value(i, r.u0, r.u1, r.u2),
             Some(ParamKind::Rmem { output: true, .. } | ParamKind::Tmem { output: true, .. }) => {
-                put(param_offset(i) + 16, &got.u1.to_le_bytes());
+                arg.set_size(i, r.u1)
             }
             _ => {}
         }
     }
+    // The guest may have made its message unwritable, which only hurts itself.
+    let _ = call.guest.write_words(mem, 0, call.arg.words());
 }

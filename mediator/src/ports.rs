@@ -90,6 +90,28 @@ pub trait GuestMemory {
     fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), MemFault>;
     /// Copy `buf` into guest memory at `ipa`.
     fn write(&mut self, ipa: Ipa, buf: &[u8]) -> Result<(), MemFault>;
+    /// Copy `buf.len()` little-endian 64-bit words from guest `ipa` (8-aligned) into `buf`.
+    /// The default goes through `read`; an implementation with aligned loads (the
+    /// hypervisor's) overrides it: this is how messages are read on the hot path.
+    fn read_words(&self, ipa: Ipa, buf: &mut [u64]) -> Result<(), MemFault> {
+        let mut b = [0u8; 8];
+        for (i, w) in buf.iter_mut().enumerate() {
+            self.read(
+                ipa.checked_add(8 * i as u64).ok_or(MemFault::NotRam)?,
+                &mut b,
+            )?;
+            *w = u64::from_le_bytes(b);
+        }
+        Ok(())
+    }
+    /// Copy `buf` as little-endian 64-bit words to guest memory at `ipa` (8-aligned).
+    fn write_words(&mut self, ipa: Ipa, buf: &[u64]) -> Result<(), MemFault> {
+        for (i, w) in buf.iter().enumerate() {
+            let at = ipa.checked_add(8 * i as u64).ok_or(MemFault::NotRam)?;
+            self.write(at, &w.to_le_bytes())?;
+        }
+        Ok(())
+    }
     /// Translate the page at `ipa` (page aligned) with `access` and pin it.
     fn pin(&mut self, ipa: Ipa, access: Access) -> Result<PhysAddr, MemFault>;
     /// Drop one pin taken by `pin` on the page at `ipa`.
@@ -124,6 +146,21 @@ pub trait HvPages {
     fn write(&self, page: &HvPage, offset: usize, data: &[u8]);
     /// Copy from `page` at byte `offset` into `buf`.
     fn read(&self, page: &HvPage, offset: usize, buf: &mut [u8]);
+    /// Copy `data` as little-endian 64-bit words into `page` at byte `offset` (8-aligned).
+    /// The default goes through `write`; the hypervisor's stores words.
+    fn write_words(&self, page: &HvPage, offset: usize, data: &[u64]) {
+        for (i, w) in data.iter().enumerate() {
+            self.write(page, offset + 8 * i, &w.to_le_bytes());
+        }
+    }
+    /// Copy little-endian 64-bit words from `page` at byte `offset` (8-aligned) into `buf`.
+    fn read_words(&self, page: &HvPage, offset: usize, buf: &mut [u64]) {
+        let mut b = [0u8; 8];
+        for (i, w) in buf.iter_mut().enumerate() {
+            self.read(page, offset + 8 * i, &mut b);
+            *w = u64::from_le_bytes(b);
+        }
+    }
     /// Return the page to the pool.
     fn free(&self, page: HvPage);
 }

@@ -88,7 +88,7 @@ fn assert_balanced(env: &Env) {
         }
         assert_eq!(env.mem[&vm].pinned(), 0, "{vm:?} left pins");
     }
-    assert_eq!(env.world.borrow().hv_live, 0, "hypervisor pages leaked");
+    assert_eq!(env.hv_live(), 0, "hypervisor pages leaked");
     assert!(env.optee.borrow().shm.is_empty(), "OP-TEE kept cookies");
     assert!(env.world.borrow().pins.values().all(|&n| n == 0));
 }

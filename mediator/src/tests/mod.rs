@@ -182,6 +182,13 @@ impl Env {
     }
 
     /// Invariants: mediator pin accounting matches the memory's pins.
+    /// Hypervisor pages in use, not counting the shadow pages of the VMs' spare call
+    /// records (at most `max_calls_per_vm` per VM, freed with the VM: see
+    /// `Mediator::spare_pages`).
+    pub fn hv_live(&self) -> usize {
+        self.world.borrow().hv_live - self.med.spare_pages()
+    }
+
     pub fn check(&self) {
         for (vm, m) in &self.mem {
             if let Some(s) = self.med.vm_stats(*vm) {

@@ -250,7 +250,7 @@ fn open_session_copies_back_only_allowed_fields() {
         (1010, 1020, 1030)
     );
     assert_eq!(back.params[3].u0, 1000);
-    assert_eq!(env.world.borrow().hv_live, 0, "shadow freed");
+    assert_eq!(env.hv_live(), 0, "shadow freed");
     assert_eq!(env.med.vm_stats(VM1).unwrap().calls, 0);
     env.check();
 }
@@ -285,7 +285,7 @@ fn tmem_page_list_is_translated_pinned_and_released() {
     assert_eq!(back.params[0].u1, size / 2, "output size copied back");
     assert_eq!(back.params[0].u0, m.params[0].u0, "buf_ptr not copied back");
     assert_eq!(env.mem(VM1).pinned(), 0);
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
     assert_eq!(env.last_record().pages_translated, 600);
     env.check();
 }
@@ -350,7 +350,7 @@ fn bad_attributes_and_commands_are_refused() {
         );
     }
     assert_eq!(env.log_len(), n);
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
 }
 
 #[test]
@@ -372,11 +372,7 @@ fn register_use_unregister_shm() {
     assert_eq!(env.call(VM1, ARG_IPA)[0], OK);
     assert_eq!(env.mem(VM1).get_arg(ARG_IPA, 1).header.ret, TEEC_SUCCESS);
     assert_eq!(env.mem(VM1).pinned(), 3, "registered pages stay pinned");
-    assert_eq!(
-        env.world.borrow().hv_live,
-        0,
-        "list pages freed after the call"
-    );
+    assert_eq!(env.hv_live(), 0, "list pages freed after the call");
     assert!(env.optee.borrow().shm.contains_key(&(2, 0xc00c1e)));
 
     // Use it through RMEM: in bounds ok, out of bounds refused.
@@ -590,7 +586,7 @@ fn unaligned_and_outside_ram_addresses() {
     env.call(VM1, ARG_IPA);
     assert_eq!(env.last_record().fault, Some(Fault::BadAddress));
     assert_eq!(env.mem(VM1).pinned(), 0);
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
     env.check();
 }
 
@@ -671,11 +667,7 @@ fn rpc_alloc_cmd_free_use_shadow_pages() {
     );
     assert_eq!(got.params[1], val(OPTEE_MSG_ATTR_TYPE_VALUE_INPUT, 7, 8, 9));
     drop(st);
-    assert_eq!(
-        env.world.borrow().hv_live,
-        0,
-        "RPC arg page freed on RPC FREE"
-    );
+    assert_eq!(env.hv_live(), 0, "RPC arg page freed on RPC FREE");
     assert_eq!(env.med.vm_stats(VM1).unwrap().rpc_args, 0);
     env.check();
 }
@@ -746,7 +738,7 @@ fn rpc_shm_alloc_and_free_pin_and_unpin_guest_pages() {
         "both calls' RPC args cached"
     );
     env.destroy(VM1);
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
     env.check();
 }
 
@@ -823,7 +815,7 @@ fn rpc_alloc_refusals_give_optee_a_null_pointer() {
         "oversize ALLOC answered by the mediator"
     );
     assert_eq!(env.optee.borrow().alloc_answers, vec![0, 0, 0]);
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
 }
 
 #[test]
@@ -867,7 +859,7 @@ fn foreign_interrupt_returns_to_guest_then_resumes() {
     assert_eq!(r[0], rpc(OPTEE_SMC_RPC_FUNC_FOREIGN_INTR));
     assert_eq!(env.resume(VM1, h, 0, 0)[0], OK);
     assert_eq!(env.mem(VM1).get_arg(ARG_IPA, 1).params[0].u0, 1000);
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
 }
 
 #[test]
@@ -998,11 +990,11 @@ fn disable_shm_cache_frees_cached_rpc_args() {
         .put_arg(ARG_IPA, &msg(OPTEE_MSG_CMD_INVOKE_COMMAND, vec![]));
     let r = env.call(VM1, ARG_IPA);
     assert_eq!(env.resume(VM1, r[3], RPC_ARG_IPA, 0xcafe)[0], OK);
-    assert_eq!(env.world.borrow().hv_live, 1, "cached RPC arg page");
+    assert_eq!(env.hv_live(), 1, "cached RPC arg page");
     env.optee.borrow_mut().cache_cookies.push_back((2, 0xcafe));
     let r = env.fast(VM1, OPTEE_SMC_DISABLE_SHM_CACHE);
     assert_eq!((r[0], regpair(r[1], r[2])), (OK, 0xcafe));
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1030,7 +1022,7 @@ fn enable_shm_cache_is_answered_here_and_never_reaches_optee() {
     let r = env.call(VM1, ARG_IPA);
     assert_eq!(drive(&mut env, VM1, r, 0xa11c, |_, _| {}), OK);
     assert!(env.optee.borrow().kept.is_empty());
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
     env.check();
 }
 
@@ -1054,7 +1046,7 @@ fn a_free_of_a_cookie_the_vm_never_allocated_is_answered_here() {
     assert_eq!(log.len(), 2, "the entry, then the mediator's own answer");
     assert_eq!(log[1][0] as u32, OPTEE_SMC_RETURN_FROM_RPC);
     assert_eq!(env.mem(VM1).get_arg(ARG_IPA, 1).params[0].u0, 1000, "done");
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
     env.check();
 }
 
@@ -1082,7 +1074,7 @@ fn a_free_of_another_vms_cookie_never_reaches_the_guest() {
         let at = RPC_ARG_IPA + i as u64 * 4096;
         assert_eq!(env.resume(VM1, r[3], at, chosen)[0], OK);
         assert_eq!(env.optee.borrow().kept, [chosen], "kept by OP-TEE");
-        let hv = env.world.borrow().hv_live;
+        let hv = env.hv_live();
 
         env.mem(VM2).put_arg(ARG_IPA, &m);
         let r = env.smc(VM2, [u64::from(fid), hi, lo, 0, 0, 0, 0, 0]);
@@ -1095,10 +1087,10 @@ fn a_free_of_another_vms_cookie_never_reaches_the_guest() {
             i + 1,
             "VM2's trap freed nothing of VM1's"
         );
-        assert_eq!(env.world.borrow().hv_live, hv);
+        assert_eq!(env.hv_live(), hv);
     }
     env.destroy(VM1);
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
     env.check();
 }
 
@@ -1111,11 +1103,7 @@ fn a_free_of_the_vms_own_cookie_still_reaches_it() {
         .put_arg(ARG_IPA, &msg(OPTEE_MSG_CMD_INVOKE_COMMAND, vec![]));
     let r = env.call(VM1, ARG_IPA);
     assert_eq!(env.resume(VM1, r[3], RPC_ARG_IPA, 0xa11c)[0], OK);
-    assert_eq!(
-        env.world.borrow().hv_live,
-        1,
-        "the kept RPC argument's page"
-    );
+    assert_eq!(env.hv_live(), 1, "the kept RPC argument's page");
     // VM1's next call lands on the thread that kept it: the FREE is the guest's to do.
     let r = env.call(VM1, ARG_IPA);
     assert_eq!(
@@ -1124,9 +1112,9 @@ fn a_free_of_the_vms_own_cookie_still_reaches_it() {
     );
     assert_eq!(env.last_record().fault, None);
     assert_eq!(env.med.vm_stats(VM1).unwrap().rpc_args, 0);
-    assert_eq!(env.world.borrow().hv_live, 1, "the call's shadow only");
+    assert_eq!(env.hv_live(), 1, "the call's shadow only");
     assert_eq!(env.resume(VM1, r[3], 0, 0)[0], OK);
-    assert_eq!(env.world.borrow().hv_live, 0, "every page back in the pool");
+    assert_eq!(env.hv_live(), 0, "every page back in the pool");
     env.check();
 }
 
@@ -1168,7 +1156,7 @@ fn destroy_in_the_middle_of_a_call() {
     assert_eq!(env.mem(VM1).pinned(), 7);
     env.destroy(VM1);
     assert_vm_gone(&env, VM1);
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
     // The dead VM's SMCs are refused; VM2 still works.
     assert_eq!(
         env.resume(VM1, r[3], 0, 0)[0],
@@ -1208,11 +1196,7 @@ fn destroy_in_the_middle_of_an_rpc() {
     assert_eq!(env.med.vm_stats(VM1).unwrap().rpc_args, 1, "one RPC arg");
     env.destroy(VM1);
     assert_vm_gone(&env, VM1);
-    assert_eq!(
-        env.world.borrow().hv_live,
-        0,
-        "shadow, RPC arg and list pages freed"
-    );
+    assert_eq!(env.hv_live(), 0, "shadow, RPC arg and list pages freed");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1560,7 +1544,7 @@ fn call_with_rpc_arg_shadows_the_inline_rpc_argument() {
         val(OPTEE_MSG_ATTR_TYPE_VALUE_OUTPUT, 4242, 0, 0)
     );
     assert_eq!(env.mem(VM1).get_arg(ARG_IPA, 1).params[0].u0, 1000);
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
     env.check();
 }
 
@@ -1711,7 +1695,7 @@ fn an_inline_rpc_area_outside_the_vm_is_refused_up_front() {
     assert_eq!(env.smc(VM1, regd)[0], ebadaddr);
     assert_eq!(env.last_record().fault, Some(Fault::BadAddress));
     assert_eq!(env.log_len(), n, "refused before OP-TEE");
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
     assert_eq!(env.med.vm_stats(VM1).unwrap().calls, 0);
     env.check();
 }
@@ -1797,7 +1781,7 @@ fn disable_shm_cache_is_busy_while_the_vm_has_calls() {
     // Idle again: the cookie comes back and the page is freed.
     let r = env.fast(VM1, OPTEE_SMC_DISABLE_SHM_CACHE);
     assert_eq!((r[0], regpair(r[1], r[2])), (OK, 0xcafe));
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
 }
 
 #[test]
@@ -1837,7 +1821,7 @@ fn destroy_unwinds_parked_calls_in_optee() {
     );
     drop(st);
     assert_vm_gone(&env, VM1);
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
 }
 
 #[test]
@@ -1855,7 +1839,7 @@ fn destroy_abandons_a_call_that_never_finishes() {
         .count();
     assert_eq!(resumes, crate::limits::DEFAULT_MAX_DESTROY_RESUMES as usize);
     assert_vm_gone(&env, VM1);
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1940,7 +1924,7 @@ fn a_vm_alone_may_hold_every_thread_and_is_never_reaped() {
         answer_parked(&mut env, VM1, i as u64, h);
     }
     assert_eq!(env.mem(VM1).pinned(), 0);
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
     env.check();
 }
 
@@ -2034,7 +2018,7 @@ fn a_vm_holding_every_thread_is_reaped_for_another_after_the_deadline() {
         assert_eq!(env.med.vm_stats(vm).unwrap(), crate::VmStats::default());
         assert_eq!(env.mem(vm).pinned(), 0);
     }
-    assert_eq!(env.world.borrow().hv_live, 0, "no page leaked");
+    assert_eq!(env.hv_live(), 0, "no page leaked");
     env.check();
 }
 
@@ -2082,7 +2066,7 @@ fn every_vm_refused_a_thread_reaps_one_of_a_vm_above_its_share() {
     assert_eq!(env.mem(VM1).pinned(), 0);
     assert_eq!(env.resume(VM2, h2, 0, 0)[0], OK);
     assert_eq!(env.optee.borrow().threads_in_use(), 0);
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
     env.check();
 }
 
@@ -2154,7 +2138,7 @@ fn a_reaped_call_gives_back_the_shared_memory_optee_freed_while_unwinding() {
         u64::from(OPTEE_SMC_RETURN_ERESUME)
     );
     assert_eq!(env.mem(VM1).pinned(), 0);
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
     env.check();
 }
 
@@ -2190,11 +2174,7 @@ fn what_optee_could_not_map_at_once_is_refused_before_it() {
     assert_eq!(env.log_len(), n, "refused before OP-TEE");
     assert_eq!(env.last_record().fault, Some(Fault::Limit));
     assert_eq!(env.mem(VM1).pinned(), 0, "nothing stays pinned");
-    assert_eq!(
-        env.world.borrow().hv_live,
-        0,
-        "no page list or shadow leaks"
-    );
+    assert_eq!(env.hv_live(), 0, "no page list or shadow leaks");
 
     // The whole span in one call is fine, twice in a row: the first call's room comes back
     // when it returns.
@@ -2214,7 +2194,7 @@ fn what_optee_could_not_map_at_once_is_refused_before_it() {
         env.mem(VM1).get_arg(ARG_IPA, 2).header.ret,
         TEEC_ERROR_OUT_OF_MEMORY
     );
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
     env.check();
 }
 
@@ -2246,7 +2226,7 @@ fn a_vm_may_use_a_free_thread_beyond_its_share() {
     assert_eq!(env.last_record().fault, None);
     answer_parked(&mut env, VM1, 0, h);
     assert_eq!(env.optee.borrow().threads_in_use(), 0);
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
     env.check();
 }
 
@@ -2274,6 +2254,6 @@ fn by_default_no_vm_fails_another_vms_calls() {
     for (i, h) in h.into_iter().enumerate() {
         answer_parked(&mut env, VM1, i as u64, h);
     }
-    assert_eq!(env.world.borrow().hv_live, 0);
+    assert_eq!(env.hv_live(), 0);
     env.check();
 }
