@@ -95,7 +95,7 @@ use crate::abi::{
 };
 use crate::error::{Error, Fault};
 use crate::limits::Limits;
-use crate::msg::Msg;
+use crate::msg::{Msg, MAX_PARAMS};
 use crate::ports::{
     Access, GuestMemory, HvPage, HvPages, Ipa, Lock, MemFault, PhysAddr, SecureMonitor, VmId,
     HYPERVISOR_CLIENT_ID,
@@ -211,6 +211,10 @@ struct Call {
     inline_rpc: Option<usize>,
     /// The validated copy of the guest's argument (guest-side view; used for copy-back).
     arg: Msg,
+    /// OP-TEE's view: built from `arg` before the call enters OP-TEE (physical addresses),
+    /// and OP-TEE's answer read back into it at the end. Kept in the record, which is
+    /// reused, so neither is a fresh (zeroed) buffer on every call.
+    out: Msg,
     temps: Vec<Pinned>,
     lists: Vec<HvPage>,
     register: Option<u64>,
@@ -984,15 +988,23 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         regs: [u64; 8],
         now_ms: u64,
     ) -> [u64; 8] {
-        let mut step = self.begin(vm, mem, regs, now_ms);
+        // The steps of `begin` and `finish`, with the trap's state kept here rather than
+        // moved into a `Token` and out again around every SMC.
+        let mut trap = Trap::new(&self.limits, now_ms);
+        let Some((slot, share)) = self.slot_and_share(vm) else {
+            let unknown = err_regs(abi::OPTEE_SMC_RETURN_UNKNOWN_FUNCTION);
+            return self.reply(vm, &regs, &trap, unknown);
+        };
+        let mut next = self.enter(&slot, vm, mem, &regs, &mut trap, share);
         loop {
-            match step {
-                Step::Reply(out) => return out,
-                Step::Forward { regs, token } => {
-                    let r = self.monitor.call(regs);
-                    step = self.finish(mem, token, r);
+            next = match next {
+                Next::Reply(head) => return self.reply(vm, &regs, &trap, head),
+                Next::Forward(fwd, awaiting) => {
+                    let r = self.monitor.call(fwd);
+                    self.take_result(&slot, vm, mem, awaiting, &r, &mut trap)
                 }
-            }
+                Next::Reap(refused) => self.reap_then(&slot, vm, mem, &mut trap, refused),
+            };
         }
     }
 
@@ -1012,22 +1024,60 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         now_ms: u64,
     ) -> Step<L> {
         let mut trap = Trap::new(&self.limits, now_ms);
-        let unknown = err_regs(abi::OPTEE_SMC_RETURN_UNKNOWN_FUNCTION);
         let Some((slot, share)) = self.slot_and_share(vm) else {
+            let unknown = err_regs(abi::OPTEE_SMC_RETURN_UNKNOWN_FUNCTION);
             return Step::Reply(self.reply(vm, &regs, &trap, unknown));
         };
-        let next = L::with(&slot, |s| {
+        let next = self.enter(&slot, vm, mem, &regs, &mut trap, share);
+        self.step(slot, vm, mem, regs, trap, next)
+    }
+
+    /// A trap's first locked step: dispatch the guest's SMC under `vm`'s lock.
+    fn enter<G: GuestMemory>(
+        &self,
+        slot: &Arc<L::Mutex<Slot>>,
+        vm: VmId,
+        mem: &mut G,
+        regs: &[u64; 8],
+        trap: &mut Trap,
+        share: u32,
+    ) -> Next {
+        L::with(slot, |s| {
             if s.life != Life::Live {
-                return Next::Reply(unknown);
+                return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_UNKNOWN_FUNCTION));
             }
             release_deferred(mem, &mut s.vm);
-            let next = self.dispatch(vm, &mut s.vm, mem, &regs, &mut trap, share);
+            let next = self.dispatch(vm, &mut s.vm, mem, regs, trap, share);
             if matches!(next, Next::Forward(..)) {
                 s.in_flight += 1;
             }
             next
-        });
-        self.step(slot, vm, mem, regs, trap, next)
+        })
+    }
+
+    /// A trap's locked step after an SMC: OP-TEE's `result` for `awaiting`.
+    fn take_result<G: GuestMemory>(
+        &self,
+        slot: &Arc<L::Mutex<Slot>>,
+        vm: VmId,
+        mem: &mut G,
+        awaiting: Awaiting,
+        result: &[u64; 8],
+        trap: &mut Trap,
+    ) -> Next {
+        L::with(slot, |s| {
+            s.in_flight = s.in_flight.saturating_sub(1);
+            if s.life != Life::Live {
+                // Only a token outliving `vm_destroyed`'s refusal could get here.
+                return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_ERESUME));
+            }
+            let next = self.on_result(vm, &mut s.vm, mem, awaiting, result, trap);
+            // A trap reaping for its call still holds that call: it stays in flight.
+            if matches!(next, Next::Forward(..) | Next::Reap(Refused::Call(_))) {
+                s.in_flight += 1;
+            }
+            next
+        })
     }
 
     /// The second half of a trap: take OP-TEE's `result` for `token` under the VM's lock.
@@ -1046,19 +1096,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             mut trap,
             awaiting,
         } = token;
-        let next = L::with(&slot, |s| {
-            s.in_flight = s.in_flight.saturating_sub(1);
-            if s.life != Life::Live {
-                // Only a token outliving `vm_destroyed`'s refusal could get here.
-                return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_ERESUME));
-            }
-            let next = self.on_result(vm, &mut s.vm, mem, awaiting, &result, &mut trap);
-            // A trap reaping for its call still holds that call: it stays in flight.
-            if matches!(next, Next::Forward(..) | Next::Reap(Refused::Call(_))) {
-                s.in_flight += 1;
-            }
-            next
-        });
+        let next = self.take_result(&slot, vm, mem, awaiting, &result, &mut trap);
         self.step(slot, vm, mem, regs, trap, next)
     }
 
@@ -1088,33 +1126,45 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                         },
                     }
                 }
-                Next::Reap(refused) => {
-                    trap.reap_tried = true;
-                    trap.reaped = self.reap(vm, trap.now);
-                    let reaped = trap.reaped.is_some();
-                    next = match refused {
-                        Refused::Share => Next::Reply(err_regs(Fault::ThreadLimit.smc_code())),
-                        Refused::Call(id) => L::with(&slot, |s| {
-                            s.in_flight = s.in_flight.saturating_sub(1);
-                            let limit = abi::OPTEE_SMC_RETURN_ETHREAD_LIMIT;
-                            if s.life != Life::Live {
-                                // Cannot happen: the trap was in flight, so the VM lived on.
-                                return Next::Reply(err_regs(limit));
-                            }
-                            let again = s.vm.calls.get(&id).filter(|_| reaped).map(|call| {
-                                Next::Forward(entry_regs(vm, call), Awaiting::Enter(id))
-                            });
-                            match again {
-                                Some(fwd) => {
-                                    s.in_flight += 1;
-                                    fwd
-                                }
-                                None => Next::Reply(self.complete(&mut s.vm, mem, id, limit)),
-                            }
-                        }),
-                    };
-                }
+                Next::Reap(refused) => next = self.reap_then(&slot, vm, mem, &mut trap, refused),
             }
+        }
+    }
+
+    /// A refused call reaps first, with no lock held, then takes the VM's lock once more.
+    fn reap_then<G: GuestMemory>(
+        &self,
+        slot: &Arc<L::Mutex<Slot>>,
+        vm: VmId,
+        mem: &mut G,
+        trap: &mut Trap,
+        refused: Refused,
+    ) -> Next {
+        trap.reap_tried = true;
+        trap.reaped = self.reap(vm, trap.now);
+        let reaped = trap.reaped.is_some();
+        match refused {
+            Refused::Share => Next::Reply(err_regs(Fault::ThreadLimit.smc_code())),
+            Refused::Call(id) => L::with(slot, |s| {
+                s.in_flight = s.in_flight.saturating_sub(1);
+                let limit = abi::OPTEE_SMC_RETURN_ETHREAD_LIMIT;
+                if s.life != Life::Live {
+                    // Cannot happen: the trap was in flight, so the VM lived on.
+                    return Next::Reply(err_regs(limit));
+                }
+                let again =
+                    s.vm.calls
+                        .get(&id)
+                        .filter(|_| reaped)
+                        .map(|call| Next::Forward(entry_regs(vm, call), Awaiting::Enter(id)));
+                match again {
+                    Some(fwd) => {
+                        s.in_flight += 1;
+                        fwd
+                    }
+                    None => Next::Reply(self.complete(&mut s.vm, mem, id, limit)),
+                }
+            }),
         }
     }
 
@@ -1368,8 +1418,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             }
         }
         call.inline_rpc = inline_rpc;
-        let mut out = Msg::zeroed();
-        if let Err(f) = self.translate_params(v, mem, &mut call, trap, &mut out) {
+        if let Err(f) = self.translate_params(v, mem, &mut call, trap) {
             // Report like OP-TEE reports a bad parameter: in the message, SMC OK.
             trap.fault = Some(f);
             fail_in_guest(mem, &call.guest, f.teec_code());
@@ -1377,15 +1426,15 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_OK));
         }
         let id = alloc_call_id(v);
-        let blocks = optee_map_blocks(v, &call, &out);
-        if v.optee_map.admit(Owner::Call(id), &blocks).is_err() {
+        let (blocks, nb) = optee_map_blocks(v, &call);
+        if v.optee_map.admit(Owner::Call(id), &blocks[..nb]).is_err() {
             // OP-TEE could not map all of it at once: refuse it, as a buffer over a limit.
             trap.fault = Some(Fault::Limit);
             fail_in_guest(mem, &call.guest, Fault::Limit.teec_code());
             self.release_call_resources(mem, v, call);
             return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_OK));
         }
-        self.pages.write_words(&call.shadow, 0, out.words());
+        self.pages.write_words(&call.shadow, 0, call.out.words());
         let fwd = entry_regs(vm, &call);
         v.calls.insert(id, call);
         Next::Forward(fwd, Awaiting::Enter(id))
@@ -1403,6 +1452,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                 guest: GuestLoc::Ipa(Ipa(0)),
                 inline_rpc: None,
                 arg: Msg::zeroed(),
+                out: Msg::zeroed(),
                 temps: Vec::new(),
                 lists: Vec::new(),
                 register: None,
@@ -1478,11 +1528,10 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         mem: &mut G,
         call: &mut Call,
         trap: &mut Trap,
-        out: &mut Msg,
     ) -> Result<(), Fault> {
         let cmd = call.arg.cmd();
         let n = call.arg.len();
-        out.reset(&call.arg.header());
+        call.out.reset(&call.arg.header());
         if matches!(
             cmd,
             abi::OPTEE_MSG_CMD_REGISTER_SHM | abi::OPTEE_MSG_CMD_UNREGISTER_SHM
@@ -1574,9 +1623,9 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                     }
                 }
             };
-            out.set_param(i, &q);
+            call.out.set_param(i, &q);
         }
-        out.set_len(n);
+        call.out.set_len(n);
         Ok(())
     }
 
@@ -1829,20 +1878,16 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         // OP-TEE's answer, read as the call's own parameter count (what OP-TEE's header
         // says is not trusted to size anything).
         let n = call.arg.len();
-        let mut res = Msg::zeroed();
-        let result = match res.load(n) {
+        let read = match call.out.load(n) {
             Ok(w) => {
                 self.pages.read_words(&call.shadow, 0, w);
-                res.set_len(n);
-                Some(res)
+                true
             }
-            Err(_) => None,
+            Err(_) => false,
         };
+        call.out.set_len(n);
         let success = a0 == abi::OPTEE_SMC_RETURN_OK;
-        let accepted = success
-            && result
-                .as_ref()
-                .is_some_and(|r| r.header().ret == abi::TEEC_SUCCESS);
+        let accepted = success && read && call.out.header().ret == abi::TEEC_SUCCESS;
         if accepted {
             if let Some(c) = call.register.take() {
                 if let Some(b) = v.bufs.get_mut(&c) {
@@ -1855,8 +1900,8 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                 }
             }
         }
-        if let (true, Some(res)) = (success, result) {
-            copy_back(mem, &mut call, &res);
+        if success && read {
+            copy_back(mem, &mut call);
         }
         self.release_call_resources(mem, v, call);
     }
@@ -2232,33 +2277,38 @@ fn release_buffer<G: GuestMemory>(mem: &mut G, v: &mut Vm, b: &Buffer) {
 /// OP-TEE maps them): each temporary memref's pages, and each registered buffer a memref
 /// names, whole and once (OP-TEE maps the buffer object, and only once however many
 /// parameters name it). REGISTER_SHM and UNREGISTER_SHM map nothing.
-fn optee_map_blocks(v: &Vm, call: &Call, out: &Msg) -> Vec<u32> {
-    let mut blocks = Vec::new();
+fn optee_map_blocks(v: &Vm, call: &Call) -> ([u32; MAX_PARAMS], usize) {
+    let out = &call.out;
+    let mut blocks = [0u32; MAX_PARAMS];
+    let mut n = 0;
     if matches!(
         out.cmd(),
         abi::OPTEE_MSG_CMD_REGISTER_SHM | abi::OPTEE_MSG_CMD_UNREGISTER_SHM
     ) {
-        return blocks;
+        return (blocks, 0);
     }
     let mut temps = call.temps.iter();
-    let mut named: Vec<u64> = Vec::new();
+    // At most one block per parameter, so fixed arrays (no heap on the hot path).
+    let mut named = [0u64; MAX_PARAMS];
+    let mut seen = 0;
     for p in out.params() {
-        match p.kind() {
+        let block = match p.kind() {
             Some(ParamKind::Tmem { .. }) if p.is_noncontig() => {
-                if let Some(t) = temps.next() {
-                    blocks.push(t.ipas.len() as u32);
-                }
+                temps.next().map(|t| t.ipas.len() as u32)
             }
-            Some(ParamKind::Rmem { .. }) if !named.contains(&p.u2) => {
-                named.push(p.u2);
-                if let Some(b) = v.bufs.get(&p.u2) {
-                    blocks.push(b.pinned.ipas.len() as u32);
-                }
+            Some(ParamKind::Rmem { .. }) if !named[..seen].contains(&p.u2) => {
+                named[seen] = p.u2;
+                seen += 1;
+                v.bufs.get(&p.u2).map(|b| b.pinned.ipas.len() as u32)
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(b) = block {
+            blocks[n] = b;
+            n += 1;
         }
     }
-    blocks
+    (blocks, n)
 }
 
 /// Check the attribute word of a guest parameter: a known type, META only on values,
@@ -2283,8 +2333,10 @@ fn check_attr(p: &MsgParam) -> Result<ParamKind, Fault> {
 /// OPEN_SESSION, value outputs and memref output sizes, by the types of the validated copy.
 /// Everything else is written back as the guest sent it (the validated copy, the guest's
 /// own view: its IPAs, never a physical address), so the whole message goes back in one
-/// word copy instead of a copy per field. The call is over: its copy is patched in place.
-fn copy_back<G: GuestMemory>(mem: &mut G, call: &mut Call, res: &Msg) {
+/// word copy instead of a copy per field. The call is over: its copy is patched in place
+/// from OP-TEE's answer (`call.out`).
+fn copy_back<G: GuestMemory>(mem: &mut G, call: &mut Call) {
+    let res = &call.out;
     let got = res.header();
     let arg = &mut call.arg;
     arg.set_ret(got.ret, got.ret_origin);
