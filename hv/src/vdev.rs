@@ -440,12 +440,17 @@ pub fn irq(dom: &Domain, vcpu: usize) {
 
 /// Update this vCPU's list registers before returning to it.
 pub fn flush_lrs(dom: &Domain, vcpu: usize) {
+    let mut vgic = dom.vgic.lock();
+    if vgic.quiet(vcpu) {
+        // No list register is ours and nothing is new: the hardware already holds what the
+        // model wants, and the underflow interrupt is off since the last fill.
+        return;
+    }
     let n = crate::list_register_count().min(MAX_LRS);
     let mut lrs = [0u64; MAX_LRS];
     for (i, lr) in lrs.iter_mut().enumerate().take(n) {
         *lr = gic::read_lr(i);
     }
-    let mut vgic = dom.vgic.lock();
     if vgic.sync_lrs(vcpu, &lrs[..n]).is_err() {
         return;
     }

@@ -1090,6 +1090,17 @@ impl Vgic {
         }
     }
 
+    /// Does a return to `vcpu` need `sync_lrs` and `fill_lrs`? Not when none of its list
+    /// registers holds one of the model's interrupts (nothing to read back) and nothing
+    /// changed since the last fill found nothing more to list (nothing to place, and the
+    /// underflow interrupt was left off). Most returns are like that: an SMC, an MMIO
+    /// access. A vCPU the model does not have is never quiet (the calls then say why).
+    pub fn quiet(&self, vcpu: usize) -> bool {
+        vcpu < self.vcpus()
+            && self.dirty & (1 << vcpu) == 0
+            && self.redists[vcpu].lr_owner.iter().all(Option::is_none)
+    }
+
     /// Bring the model up to date with the list registers read back from hardware when a
     /// vCPU exits: the guest may have acknowledged (Pending -> Active) or EOI'd (-> Invalid)
     /// them. An Invalid LR frees its slot and its interrupt, which is then neither pending
@@ -1649,6 +1660,31 @@ mod tests {
             .unwrap();
         v.dist_write(gicd::ISENABLER + 8, W, u32::MAX.into())
             .unwrap();
+    }
+
+    #[test]
+    fn a_vcpu_is_quiet_only_with_no_listed_interrupt_and_nothing_new() {
+        let mut v = vgic();
+        enable_all(&mut v);
+        assert!(!v.quiet(0), "a new model has everything to list");
+        let mut lrs = [0u64; 2];
+        v.fill_lrs(0, &mut lrs).unwrap();
+        assert!(v.quiet(0), "nothing pending: nothing to do on return");
+        v.inject(0, 33).unwrap();
+        assert!(!v.quiet(0), "an injected interrupt must be listed");
+        let fill = v.fill_lrs(0, &mut lrs).unwrap();
+        assert_eq!(fill.placed, 1);
+        assert!(!v.quiet(0), "a listed interrupt must be read back");
+        // The guest EOIs it: the next return reads that back, and is quiet after.
+        lrs[0] = ListReg {
+            state: LrState::Invalid,
+            ..ListReg::decode(lrs[0])
+        }
+        .encode();
+        v.sync_lrs(0, &lrs).unwrap();
+        v.fill_lrs(0, &mut lrs).unwrap();
+        assert!(v.quiet(0));
+        assert!(!v.quiet(v.vcpus()), "no such vCPU");
     }
 
     #[test]
