@@ -187,9 +187,9 @@ impl HvPages for Pages {
         // SAFETY: as in `write`; `offset` is 8-aligned in a page-aligned page, so the
         // destination is `u64`-aligned, and `[offset, end)` is inside the page.
         unsafe {
-            core::ptr::copy_nonoverlapping(
-                data.as_ptr(),
+            arch::copy_words(
                 (page.phys().raw() as *mut u8).add(offset).cast::<u64>(),
+                data.as_ptr(),
                 (end - offset) / 8,
             )
         };
@@ -205,9 +205,9 @@ impl HvPages for Pages {
         };
         // SAFETY: as in `write_words`.
         unsafe {
-            core::ptr::copy_nonoverlapping(
-                (page.phys().raw() as *const u8).add(offset).cast::<u64>(),
+            arch::copy_words(
                 buf.as_mut_ptr(),
+                (page.phys().raw() as *const u8).add(offset).cast::<u64>(),
                 (end - offset) / 8,
             )
         };
@@ -277,47 +277,50 @@ impl Trace for Tracer {
 
 /// A domain's memory as the mediator sees it: translated through its stage-2, with pins.
 ///
-/// One is made per trap, and remembers the last page it translated: a call's header, its
-/// parameters and the copy back are mostly on one page, so one stage-2 walk serves them
-/// all. The domain's stage-2 cannot change during one of its own traps (it is built before
-/// the domain runs and rebuilt only once every vCPU of it has stopped).
+/// One is made per trap, and remembers the last stage-2 leaf it translated through (a
+/// 4 KiB page, or a 2 MiB or 1 GiB block): a call's header, its parameters and the copy
+/// back are mostly on one page, and the pages of a buffer mostly in one block, so one
+/// stage-2 walk serves them all. The domain's stage-2 cannot change during one of its own
+/// traps (it is built before the domain runs and rebuilt only once every vCPU of it has
+/// stopped).
 pub struct DomainMemory<'a> {
     dom: &'a Domain,
-    /// (guest page, its frame) of the last translation of RAM; `NO_PAGE` before any.
-    last: core::cell::Cell<(u64, u64)>,
+    /// The last leaf that translated RAM: (its first IPA, its size - 1, its first PA);
+    /// `NO_LEAF` before any.
+    last: core::cell::Cell<(u64, u64, u64)>,
 }
 
-/// No page: a page-aligned IPA is never odd.
-const NO_PAGE: u64 = 1;
+/// No leaf: a leaf's first IPA is never odd.
+const NO_LEAF: (u64, u64, u64) = (1, 0, 0);
 
 impl<'a> DomainMemory<'a> {
     fn new(dom: &'a Domain) -> Self {
         Self {
             dom,
-            last: core::cell::Cell::new((NO_PAGE, 0)),
+            last: core::cell::Cell::new(NO_LEAF),
         }
     }
 }
 
 impl DomainMemory<'_> {
     fn translate(&self, ipa: u64, access: Access) -> Result<u64, MemFault> {
-        let page = ipa & !(PAGE as u64 - 1);
-        let (last_page, last_frame) = self.last.get();
-        if page == last_page {
-            return Ok(last_frame | (ipa & (PAGE as u64 - 1)));
+        let (base, mask, frame) = self.last.get();
+        if ipa & !mask == base {
+            return Ok(frame | (ipa & mask));
         }
-        let (pa, attrs) = self
+        let leaf = self
             .dom
             .stage2
-            .translate(hv_core::addr::Ipa(ipa))
+            .walk(hv_core::addr::Ipa(ipa))
             .ok_or(MemFault::NotRam)?;
-        if attrs != hv_core::stage2::Attrs::RAM {
+        if leaf.attrs != hv_core::stage2::Attrs::RAM {
             // Device memory or a narrower permission is never a buffer OP-TEE may use.
             let _ = access;
             return Err(MemFault::NotRam);
         }
-        let pa = pa.raw();
-        self.last.set((page, pa & !(PAGE as u64 - 1)));
+        let pa = leaf.pa.raw();
+        let mask = leaf.size() - 1;
+        self.last.set((ipa & !mask, mask, pa & !mask));
         Ok(pa)
     }
 
@@ -366,13 +369,7 @@ impl GuestMemory for DomainMemory<'_> {
         self.copy(ipa.raw(), buf.len() * 8, Access::Read, |pa, off, n| {
             // SAFETY: as in `read`; `pa` is 8-aligned (an 8-aligned IPA in a page-aligned
             // frame) and pages split on 8-byte boundaries, so `off` and `n` are whole words.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    pa as *const u64,
-                    buf.as_mut_ptr().add(off / 8),
-                    n / 8,
-                )
-            };
+            unsafe { arch::copy_words(buf.as_mut_ptr().add(off / 8), pa as *const u64, n / 8) };
         })
     }
 
@@ -382,9 +379,7 @@ impl GuestMemory for DomainMemory<'_> {
         }
         self.copy(ipa.raw(), buf.len() * 8, Access::Write, |pa, off, n| {
             // SAFETY: as in `read_words`; the destination is the domain's own RAM.
-            unsafe {
-                core::ptr::copy_nonoverlapping(buf.as_ptr().add(off / 8), pa as *mut u64, n / 8)
-            };
+            unsafe { arch::copy_words(pa as *mut u64, buf.as_ptr().add(off / 8), n / 8) };
         })
     }
 

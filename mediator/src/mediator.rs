@@ -180,7 +180,7 @@ enum Wait {
 }
 
 /// Where a call's argument lives in the guest.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum GuestLoc {
     /// At a guest-physical address (CALL_WITH_ARG, CALL_WITH_RPC_ARG).
     Ipa(Ipa),
@@ -189,7 +189,10 @@ enum GuestLoc {
     /// buffer from there. The pages are copied out of the buffer record, so a racing
     /// UNREGISTER_SHM cannot make the mediator touch anything but this VM's RAM.
     InBuffer {
-        pages: Vec<Ipa>,
+        /// The buffer's pages from the one holding the argument: at most two (an argument
+        /// and its RPC argument fit one page), `npages` of them.
+        pages: [Ipa; 2],
+        npages: usize,
         offset: u64,
         limit: u64,
     },
@@ -509,6 +512,7 @@ impl GuestLoc {
             }
             GuestLoc::InBuffer {
                 pages,
+                npages,
                 offset,
                 limit,
             } => {
@@ -521,7 +525,7 @@ impl GuestLoc {
                 let mut done = 0usize;
                 while done < len {
                     let pos = offset + (off + done) as u64;
-                    let page = pages
+                    let page = pages[..*npages]
                         .get((pos / abi::NONCONTIG_PAGE_SIZE) as usize)
                         .ok_or(Fault::BadAddress)?;
                     let in_page = pos % abi::NONCONTIG_PAGE_SIZE;
@@ -958,7 +962,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         if v.reaped.len() >= self.limits.max_calls_per_vm.max(1) as usize {
             v.reaped.remove(0);
         }
-        v.reaped.push((id, call.guest.clone()));
+        v.reaped.push((id, call.guest));
         detached.calls.insert(id, call);
         s.reaping += 1;
         Some((id, detached))
@@ -2171,7 +2175,7 @@ fn rpc_slot(v: &Vm, id: u32, cookie: u64) -> Option<(&HvPage, usize, usize, Gues
     match call.inline_rpc {
         Some(size) => {
             let off = arg_size(call.arg.len());
-            Some((&call.shadow, off, size, call.guest.clone(), off))
+            Some((&call.shadow, off, size, call.guest, off))
         }
         None => {
             let ra = v.rpc_args.get(&cookie)?;
@@ -2193,9 +2197,15 @@ fn regd_loc(v: &Vm, cookie: u64, offs: u64) -> Result<GuestLoc, Fault> {
     let pos = b.pinned.offset + offs;
     let first = (pos / abi::NONCONTIG_PAGE_SIZE) as usize;
     // An argument plus its RPC argument fit one page, so they span at most two.
-    let pages = b.pinned.ipas.iter().skip(first).take(2).copied().collect();
+    let mut pages = [Ipa(0); 2];
+    let mut npages = 0;
+    for (slot, ipa) in pages.iter_mut().zip(b.pinned.ipas.iter().skip(first)) {
+        *slot = *ipa;
+        npages += 1;
+    }
     Ok(GuestLoc::InBuffer {
         pages,
+        npages,
         offset: pos % abi::NONCONTIG_PAGE_SIZE,
         limit: b.pinned.size - offs,
     })

@@ -21,7 +21,7 @@
 
 use alloc::vec::Vec;
 
-use crate::abi::{read_u64, NONCONTIG_PAGE_SIZE, PAGELIST_ENTRIES_PER_PAGE};
+use crate::abi::{NONCONTIG_PAGE_SIZE, PAGELIST_ENTRIES_PER_PAGE};
 use crate::error::Fault;
 use crate::ports::{Access, GuestMemory, HvPage, HvPages, Ipa, MemFault};
 
@@ -149,19 +149,14 @@ pub(crate) fn pin_noncontig<G: GuestMemory, P: HvPages>(
         }
     }
     // The pages come zeroed (`HvPages::alloc`): write only the entries and the link, not
-    // a whole page.
-    let mut entries: Vec<u8> = Vec::with_capacity(n.min(PAGELIST_ENTRIES_PER_PAGE) * 8);
+    // a whole page, as words.
     for (i, chunk) in pas.chunks(PAGELIST_ENTRIES_PER_PAGE).enumerate() {
-        entries.clear();
-        for pa in chunk {
-            entries.extend_from_slice(&pa.to_le_bytes());
-        }
-        pages.write(&list[i], 0, &entries);
+        pages.write_words(&list[i], 0, chunk);
         if let Some(next) = list.get(i + 1) {
-            pages.write(
+            pages.write_words(
                 &list[i],
                 PAGELIST_ENTRIES_PER_PAGE * 8,
-                &next.phys().raw().to_le_bytes(),
+                &[next.phys().raw()],
             );
         }
     }
@@ -185,8 +180,8 @@ fn walk<G: GuestMemory>(
 ) -> Result<(), Fault> {
     // Only the entries this buffer uses, and the link when another list page follows, are
     // copied out of each guest list page, never a whole page.
-    let mut copy = alloc::vec![0u8; n.min(PAGELIST_ENTRIES_PER_PAGE) * 8];
-    let mut link = [0u8; 8];
+    let mut copy = alloc::vec![0u64; n.min(PAGELIST_ENTRIES_PER_PAGE)];
+    let mut link = [0u64; 1];
     let mut list_ipa = first_list;
     let mut left = n;
     while left > 0 {
@@ -194,10 +189,9 @@ fn walk<G: GuestMemory>(
             return Err(Fault::Unaligned);
         }
         let here = left.min(PAGELIST_ENTRIES_PER_PAGE);
-        mem.read(Ipa(list_ipa), &mut copy[..here * 8])
+        mem.read_words(Ipa(list_ipa), &mut copy[..here])
             .map_err(mem_fault)?;
-        for j in 0..here {
-            let ipa = read_u64(&copy, j * 8);
+        for &ipa in &copy[..here] {
             if !ipa.is_multiple_of(NONCONTIG_PAGE_SIZE) {
                 return Err(Fault::Unaligned);
             }
@@ -208,8 +202,8 @@ fn walk<G: GuestMemory>(
         left -= here;
         if left > 0 {
             let at = list_ipa + (PAGELIST_ENTRIES_PER_PAGE * 8) as u64;
-            mem.read(Ipa(at), &mut link).map_err(mem_fault)?;
-            list_ipa = u64::from_le_bytes(link);
+            mem.read_words(Ipa(at), &mut link).map_err(mem_fault)?;
+            list_ipa = link[0];
         }
     }
     Ok(())

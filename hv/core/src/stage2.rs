@@ -250,6 +250,13 @@ pub struct Leaf {
     pub level: u8,
 }
 
+impl Leaf {
+    /// Bytes the leaf maps: 1 GiB, 2 MiB or 4 KiB.
+    pub const fn size(&self) -> u64 {
+        1 << level_shift(self.level)
+    }
+}
+
 /// Geometry of one VM's stage-2 tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stage2Config {
