@@ -396,6 +396,27 @@ impl GuestMemory for DomainMemory<'_> {
     fn unpin(&mut self, ipa: Ipa) {
         self.dom.pins.lock().unpin(ipa.raw());
     }
+
+    fn pin_run(
+        &mut self,
+        ipas: &[u64],
+        access: Access,
+        pas: &mut [u64],
+    ) -> Result<(), (usize, MemFault)> {
+        let mut pins = self.dom.pins.lock();
+        for (i, (&ipa, pa)) in ipas.iter().zip(pas.iter_mut()).enumerate() {
+            *pa = self.translate(ipa, access).map_err(|f| (i, f))?;
+            pins.pin(ipa).map_err(|_| (i, MemFault::NotRam))?;
+        }
+        Ok(())
+    }
+
+    fn unpin_run(&mut self, ipas: &[Ipa]) {
+        let mut pins = self.dom.pins.lock();
+        for ipa in ipas {
+            pins.unpin(ipa.raw());
+        }
+    }
 }
 
 /// Pin counts per guest page (IPA): a pinned page must stay mapped while OP-TEE uses it.

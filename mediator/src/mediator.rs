@@ -1550,16 +1550,15 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             let q = match (cmd, kind) {
                 (abi::OPTEE_MSG_CMD_REGISTER_SHM, ParamKind::Tmem { .. }) if p.is_noncontig() => {
                     let cookie = p.u2;
-                    let (list, buf_ptr) = self.register_buffer(
+                    let buf_ptr = self.register_buffer(
                         v,
                         mem,
                         trap,
-                        cookie,
+                        (cookie, BufKind::Registered, BufState::Registering),
                         (p.u0, p.u1),
-                        (BufKind::Registered, BufState::Registering),
+                        &mut call.lists,
                     )?;
                     call.register = Some(cookie);
-                    call.lists.extend(list);
                     MsgParam {
                         attr: p.attr,
                         u0: buf_ptr,
@@ -1615,9 +1614,8 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                         }
                     } else {
                         let access = if output { Access::Write } else { Access::Read };
-                        let t = self.pin(v, mem, trap, p.u0, p.u1, access)?;
+                        let t = self.pin(v, mem, trap, (p.u0, p.u1), access, &mut call.lists)?;
                         call.temps.push(t.pinned);
-                        call.lists.extend(t.list);
                         MsgParam {
                             attr: p.attr,
                             u0: t.buf_ptr,
@@ -1641,17 +1639,17 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         v: &mut Vm,
         mem: &mut G,
         trap: &mut Trap,
-        cookie: u64,
+        (cookie, kind, state): (u64, BufKind, BufState),
         (buf_ptr, size): (u64, u64),
-        (kind, state): (BufKind, BufState),
-    ) -> Result<(Vec<HvPage>, u64), Fault> {
+        list: &mut Vec<HvPage>,
+    ) -> Result<u64, Fault> {
         if v.bufs.contains_key(&cookie) {
             return Err(Fault::CookieInUse);
         }
         if v.bufs.len() as u32 >= self.limits.max_buffers_per_vm {
             return Err(Fault::Limit);
         }
-        let t = self.pin(v, mem, trap, buf_ptr, size, Access::Write)?;
+        let t = self.pin(v, mem, trap, (buf_ptr, size), Access::Write, list)?;
         v.bufs.insert(
             cookie,
             Buffer {
@@ -1660,7 +1658,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                 pinned: t.pinned,
             },
         );
-        Ok((t.list, t.buf_ptr))
+        Ok(t.buf_ptr)
     }
 
     fn pin<G: GuestMemory>(
@@ -1668,9 +1666,9 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         v: &mut Vm,
         mem: &mut G,
         trap: &mut Trap,
-        buf_ptr: u64,
-        size: u64,
+        (buf_ptr, size): (u64, u64),
         access: Access,
+        list: &mut Vec<HvPage>,
     ) -> Result<crate::shm::Translated, Fault> {
         let room = Room {
             pin_room: self.limits.max_pinned_pages_per_vm.saturating_sub(v.pinned),
@@ -1684,6 +1682,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             buf_ptr,
             size,
             access,
+            list,
         )?;
         v.pinned += t.pinned.ipas.len() as u32;
         Ok(t)
@@ -1695,7 +1694,10 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             unpin_all(mem, t);
             v.pinned -= t.ipas.len() as u32;
         }
-        free_pages(&self.pages, core::mem::take(&mut call.lists));
+        // Drained, not taken: the record keeps the vector's room for its next call.
+        for p in call.lists.drain(..) {
+            self.pages.free(p);
+        }
         if let Some(c) = call.register {
             if let Some(b) = v.bufs.remove(&c) {
                 release_buffer(mem, v, &b);
@@ -2118,13 +2120,14 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             return Err(Fault::BadParam);
         }
         let cookie = p.u2;
-        let (list, buf_ptr) = self.register_buffer(
+        let mut list = Vec::new();
+        let buf_ptr = self.register_buffer(
             v,
             mem,
             trap,
-            cookie,
+            (cookie, BufKind::RpcAlloc, BufState::Live),
             (p.u0, p.u1),
-            (BufKind::RpcAlloc, BufState::Live),
+            &mut list,
         )?;
         // OP-TEE maps what it asked for as soon as it gets it: it must fit, or OP-TEE gets
         // the allocation failure instead.

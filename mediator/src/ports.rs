@@ -116,6 +116,28 @@ pub trait GuestMemory {
     fn pin(&mut self, ipa: Ipa, access: Access) -> Result<PhysAddr, MemFault>;
     /// Drop one pin taken by `pin` on the page at `ipa`.
     fn unpin(&mut self, ipa: Ipa);
+    /// `pin` each page of `ipas` in order, its frame into the same place of `pas`
+    /// (`pas.len() >= ipas.len()`). On a failure the pages before it stay pinned: the
+    /// error carries how many those are. The default calls `pin`; the hypervisor takes its
+    /// pin table's lock once for the whole run.
+    fn pin_run(
+        &mut self,
+        ipas: &[u64],
+        access: Access,
+        pas: &mut [u64],
+    ) -> Result<(), (usize, MemFault)> {
+        for (i, (&ipa, pa)) in ipas.iter().zip(pas.iter_mut()).enumerate() {
+            *pa = self.pin(Ipa(ipa), access).map_err(|f| (i, f))?.raw();
+        }
+        Ok(())
+    }
+    /// `unpin` each page of `ipas`. The default calls `unpin`; the hypervisor takes its
+    /// pin table's lock once.
+    fn unpin_run(&mut self, ipas: &[Ipa]) {
+        for &ipa in ipas {
+            self.unpin(ipa);
+        }
+    }
 }
 
 /// A hypervisor-owned 4 KiB page the mediator handed (or will hand) to OP-TEE. Not `Clone`:

@@ -36,13 +36,12 @@ pub(crate) struct Pinned {
     pub offset: u64,
 }
 
-/// A translated buffer: its pins plus the hypervisor-built list OP-TEE reads.
+/// A translated buffer: its pins, and the `buf_ptr` OP-TEE gets (the first rebuilt list
+/// page's PA | offset; the list pages themselves went to the caller's vector).
 #[derive(Debug)]
 pub(crate) struct Translated {
     /// The pins.
     pub pinned: Pinned,
-    /// Rebuilt list pages (first one is what `buf_ptr` names).
-    pub list: Vec<HvPage>,
     /// `buf_ptr` for OP-TEE: first list page's PA | offset.
     pub buf_ptr: u64,
 }
@@ -77,9 +76,7 @@ fn mem_fault(f: MemFault) -> Fault {
 
 /// Drop the pins of `pinned`.
 pub(crate) fn unpin_all<G: GuestMemory>(mem: &mut G, pinned: &Pinned) {
-    for ipa in &pinned.ipas {
-        mem.unpin(*ipa);
-    }
+    mem.unpin_run(&pinned.ipas);
 }
 
 /// Free hypervisor pages.
@@ -96,7 +93,9 @@ pub(crate) fn pages_spanned(offset: u64, size: u64) -> Option<u64> {
 }
 
 /// Translate and pin the guest page list at `buf_ptr` describing `size` bytes, and
-/// rebuild it in hypervisor pages. On error nothing stays pinned or allocated.
+/// rebuild it in hypervisor pages, appended to `list`. On error nothing stays pinned or
+/// allocated (and `list` is as it was).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn pin_noncontig<G: GuestMemory, P: HvPages>(
     mem: &mut G,
     pages: &P,
@@ -105,6 +104,7 @@ pub(crate) fn pin_noncontig<G: GuestMemory, P: HvPages>(
     buf_ptr: u64,
     size: u64,
     access: Access,
+    list: &mut Vec<HvPage>,
 ) -> Result<Translated, Fault> {
     if size == 0 {
         return Err(Fault::BadParam);
@@ -123,81 +123,96 @@ pub(crate) fn pin_noncontig<G: GuestMemory, P: HvPages>(
     }
     budget.pages_left -= cost;
 
+    // The list pages first (zeroed, `HvPages::alloc`), linked: the walk then writes each
+    // translated entry straight into them, with no intermediate list of addresses.
+    let first = list.len();
+    for _ in 0..list_pages {
+        match pages.alloc() {
+            Some(p) => list.push(p),
+            None => {
+                free_from(pages, list, first);
+                return Err(Fault::NoMemory);
+            }
+        }
+    }
+    let ours = &list[first..];
+    for (page, next) in ours.iter().zip(ours.iter().skip(1)) {
+        pages.write_words(page, PAGELIST_ENTRIES_PER_PAGE * 8, &[next.phys().raw()]);
+    }
     let mut pinned = Pinned {
         ipas: Vec::with_capacity(n),
         size,
         offset,
     };
-    let mut pas: Vec<u64> = Vec::with_capacity(n);
-    let result = walk(mem, buf_ptr - offset, n, access, &mut pinned, &mut pas);
+    let result = walk(mem, pages, ours, buf_ptr - offset, n, access, &mut pinned);
     budget.translated += pinned.ipas.len() as u32;
     if let Err(f) = result {
         unpin_all(mem, &pinned);
+        free_from(pages, list, first);
         return Err(f);
     }
-
-    // Rebuild the list in hypervisor pages: allocate all, then link and fill.
-    let mut list: Vec<HvPage> = Vec::with_capacity(list_pages);
-    for _ in 0..list_pages {
-        match pages.alloc() {
-            Some(p) => list.push(p),
-            None => {
-                free_pages(pages, list);
-                unpin_all(mem, &pinned);
-                return Err(Fault::NoMemory);
-            }
-        }
-    }
-    // The pages come zeroed (`HvPages::alloc`): write only the entries and the link, not
-    // a whole page, as words.
-    for (i, chunk) in pas.chunks(PAGELIST_ENTRIES_PER_PAGE).enumerate() {
-        pages.write_words(&list[i], 0, chunk);
-        if let Some(next) = list.get(i + 1) {
-            pages.write_words(
-                &list[i],
-                PAGELIST_ENTRIES_PER_PAGE * 8,
-                &[next.phys().raw()],
-            );
-        }
-    }
-    let buf_ptr = list[0].phys().raw() | offset;
     Ok(Translated {
+        buf_ptr: list[first].phys().raw() | offset,
         pinned,
-        list,
-        buf_ptr,
     })
 }
 
-/// Copy each guest list page, then pin its entries. Pins go into `pinned` as they are
-/// taken, so the caller can undo a partial walk.
-fn walk<G: GuestMemory>(
+/// Free the pages of `list` from index `first` on.
+fn free_from<P: HvPages>(pages: &P, list: &mut Vec<HvPage>, first: usize) {
+    for p in list.drain(first..) {
+        pages.free(p);
+    }
+}
+
+/// Entries copied per step of the walk, through buffers on the stack.
+const CHUNK: usize = 16;
+
+/// Copy the guest's list pages, a chunk of entries at a time, pin each entry, and write
+/// its frame into the same place of `out` (the rebuilt list pages). Pins go into `pinned`
+/// as they are taken, so the caller can undo a partial walk. Only the entries this buffer
+/// uses, and the link when another list page follows, are read from the guest.
+fn walk<G: GuestMemory, P: HvPages>(
     mem: &mut G,
+    pages: &P,
+    out: &[HvPage],
     first_list: u64,
     n: usize,
     access: Access,
     pinned: &mut Pinned,
-    pas: &mut Vec<u64>,
 ) -> Result<(), Fault> {
-    // Only the entries this buffer uses, and the link when another list page follows, are
-    // copied out of each guest list page, never a whole page.
-    let mut copy = alloc::vec![0u64; n.min(PAGELIST_ENTRIES_PER_PAGE)];
+    let mut ipas = [0u64; CHUNK];
+    let mut pas = [0u64; CHUNK];
     let mut link = [0u64; 1];
     let mut list_ipa = first_list;
     let mut left = n;
-    while left > 0 {
+    for page in out {
+        if left == 0 {
+            break;
+        }
         if !list_ipa.is_multiple_of(NONCONTIG_PAGE_SIZE) {
             return Err(Fault::Unaligned);
         }
         let here = left.min(PAGELIST_ENTRIES_PER_PAGE);
-        mem.read_words(Ipa(list_ipa), &mut copy[..here])
-            .map_err(mem_fault)?;
-        for &ipa in &copy[..here] {
-            if !ipa.is_multiple_of(NONCONTIG_PAGE_SIZE) {
+        let mut done = 0;
+        while done < here {
+            let k = (here - done).min(CHUNK);
+            mem.read_words(Ipa(list_ipa + (done * 8) as u64), &mut ipas[..k])
+                .map_err(mem_fault)?;
+            if ipas[..k]
+                .iter()
+                .any(|ipa| !ipa.is_multiple_of(NONCONTIG_PAGE_SIZE))
+            {
                 return Err(Fault::Unaligned);
             }
-            let pa = mem.pin(Ipa(ipa), access).map_err(mem_fault)?;
-            pinned.ipas.push(Ipa(ipa));
-            pas.push(pa.raw());
+            let pinned_now = mem.pin_run(&ipas[..k], access, &mut pas[..k]);
+            let ok = match pinned_now {
+                Ok(()) => k,
+                Err((i, _)) => i,
+            };
+            pinned.ipas.extend(ipas[..ok].iter().map(|&ipa| Ipa(ipa)));
+            pinned_now.map_err(|(_, f)| mem_fault(f))?;
+            pages.write_words(page, done * 8, &pas[..k]);
+            done += k;
         }
         left -= here;
         if left > 0 {

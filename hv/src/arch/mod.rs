@@ -3,6 +3,7 @@
 //! exception vectors and the `smc`/`hvc`-level primitives. Register values are read here
 //! once and handed to `hv-core` as plain values.
 
+mod memcpy;
 pub mod mmu;
 pub mod regs;
 pub mod vectors;
