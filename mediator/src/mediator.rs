@@ -218,6 +218,14 @@ struct Call {
     /// and OP-TEE's answer read back into it at the end. Kept in the record, which is
     /// reused, so neither is a fresh (zeroed) buffer on every call.
     out: Msg,
+    /// Parameters (bit i: parameter i) whose value words, and those whose memref size,
+    /// OP-TEE may write: what `copy_back` copies, found once by `translate_params`.
+    value_out: u8,
+    size_out: u8,
+    /// The blocks OP-TEE may map for the call (`shmspace`), in parameter order, found by
+    /// `translate_params`: `blocks[..nblocks]`.
+    blocks: [u32; MAX_PARAMS],
+    nblocks: usize,
     temps: Vec<Pinned>,
     lists: Vec<HvPage>,
     register: Option<u64>,
@@ -1430,8 +1438,10 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_OK));
         }
         let id = alloc_call_id(v);
-        let (blocks, nb) = optee_map_blocks(v, &call);
-        if v.optee_map.admit(Owner::Call(id), &blocks[..nb]).is_err() {
+        if v.optee_map
+            .admit(Owner::Call(id), &call.blocks[..call.nblocks])
+            .is_err()
+        {
             // OP-TEE could not map all of it at once: refuse it, as a buffer over a limit.
             trap.fault = Some(Fault::Limit);
             fail_in_guest(mem, &call.guest, Fault::Limit.teec_code());
@@ -1457,6 +1467,10 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                 inline_rpc: None,
                 arg: Msg::zeroed(),
                 out: Msg::zeroed(),
+                value_out: 0,
+                size_out: 0,
+                blocks: [0; MAX_PARAMS],
+                nblocks: 0,
                 temps: Vec::new(),
                 lists: Vec::new(),
                 register: None,
@@ -1467,6 +1481,9 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         };
         call.state = CallState::Running;
         call.inline_rpc = None;
+        call.value_out = 0;
+        call.size_out = 0;
+        call.nblocks = 0;
         call.register = None;
         call.unregister = None;
         call.resume = [0; 4];
@@ -1544,9 +1561,20 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             return Err(Fault::BadParam);
         }
         // By index: the loop fills in `call` (pins, lists), so it cannot borrow its params.
+        let maps = !matches!(
+            cmd,
+            abi::OPTEE_MSG_CMD_REGISTER_SHM | abi::OPTEE_MSG_CMD_UNREGISTER_SHM
+        );
         for i in 0..n {
             let p = call.arg.param(i);
             let kind = check_attr(&p)?;
+            match kind {
+                ParamKind::Value { output: true } => call.value_out |= 1 << i,
+                ParamKind::Rmem { output: true, .. } | ParamKind::Tmem { output: true, .. } => {
+                    call.size_out |= 1 << i
+                }
+                _ => {}
+            }
             let q = match (cmd, kind) {
                 (abi::OPTEE_MSG_CMD_REGISTER_SHM, ParamKind::Tmem { .. }) if p.is_noncontig() => {
                     let cookie = p.u2;
@@ -1598,6 +1626,17 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                     if end > buf.pinned.size {
                         return Err(Fault::BadParam);
                     }
+                    // OP-TEE maps the buffer object whole, and once however many parameters
+                    // name it.
+                    let pages = buf.pinned.ipas.len() as u32;
+                    let named_before = (0..i).any(|j| {
+                        let o = call.arg.param(j);
+                        o.u2 == p.u2 && matches!(o.kind(), Some(ParamKind::Rmem { .. }))
+                    });
+                    if maps && !named_before {
+                        call.blocks[call.nblocks] = pages;
+                        call.nblocks += 1;
+                    }
                     p
                 }
                 (_, ParamKind::Tmem { output, .. }) => {
@@ -1615,6 +1654,10 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                     } else {
                         let access = if output { Access::Write } else { Access::Read };
                         let t = self.pin(v, mem, trap, (p.u0, p.u1), access, &mut call.lists)?;
+                        if maps {
+                            call.blocks[call.nblocks] = t.pinned.ipas.len() as u32;
+                            call.nblocks += 1;
+                        }
                         call.temps.push(t.pinned);
                         MsgParam {
                             attr: p.attr,
@@ -2286,44 +2329,6 @@ fn release_buffer<G: GuestMemory>(mem: &mut G, v: &mut Vm, b: &Buffer) {
     v.pinned -= b.pinned.ipas.len() as u32;
 }
 
-/// The blocks OP-TEE may map for a call about to enter it, in parameter order (the order
-/// OP-TEE maps them): each temporary memref's pages, and each registered buffer a memref
-/// names, whole and once (OP-TEE maps the buffer object, and only once however many
-/// parameters name it). REGISTER_SHM and UNREGISTER_SHM map nothing.
-fn optee_map_blocks(v: &Vm, call: &Call) -> ([u32; MAX_PARAMS], usize) {
-    let out = &call.out;
-    let mut blocks = [0u32; MAX_PARAMS];
-    let mut n = 0;
-    if matches!(
-        out.cmd(),
-        abi::OPTEE_MSG_CMD_REGISTER_SHM | abi::OPTEE_MSG_CMD_UNREGISTER_SHM
-    ) {
-        return (blocks, 0);
-    }
-    let mut temps = call.temps.iter();
-    // At most one block per parameter, so fixed arrays (no heap on the hot path).
-    let mut named = [0u64; MAX_PARAMS];
-    let mut seen = 0;
-    for p in out.params() {
-        let block = match p.kind() {
-            Some(ParamKind::Tmem { .. }) if p.is_noncontig() => {
-                temps.next().map(|t| t.ipas.len() as u32)
-            }
-            Some(ParamKind::Rmem { .. }) if !named[..seen].contains(&p.u2) => {
-                named[seen] = p.u2;
-                seen += 1;
-                v.bufs.get(&p.u2).map(|b| b.pinned.ipas.len() as u32)
-            }
-            _ => None,
-        };
-        if let Some(b) = block {
-            blocks[n] = b;
-            n += 1;
-        }
-    }
-    (blocks, n)
-}
-
 /// Check the attribute word of a guest parameter: a known type, META only on values,
 /// NONCONTIG only on TMEM, no other bit (cache attributes must be PREDEFINED).
 fn check_attr(p: &MsgParam) -> Result<ParamKind, Fault> {
@@ -2357,13 +2362,11 @@ fn copy_back<G: GuestMemory>(mem: &mut G, call: &mut Call) {
         arg.set_session(got.session);
     }
     for i in 0..arg.len().min(res.len()) {
-        let r = res.param(i);
-        match arg.param(i).kind() {
-            Some(ParamKind::Value { output: true }) => arg.set_value(i, r.u0, r.u1, r.u2),
-            Some(ParamKind::Rmem { output: true, .. } | ParamKind::Tmem { output: true, .. }) => {
-                arg.set_size(i, r.u1)
-            }
-            _ => {}
+        if call.value_out & (1 << i) != 0 {
+            let r = res.param(i);
+            arg.set_value(i, r.u0, r.u1, r.u2);
+        } else if call.size_out & (1 << i) != 0 {
+            arg.set_size(i, res.param(i).u1);
         }
     }
     // The guest may have made its message unwritable, which only hurts itself.
