@@ -50,6 +50,11 @@ pub struct World {
     next_frame: u64,
     /// Live hypervisor pages.
     pub hv_live: usize,
+    /// Hypervisor pages ever allocated.
+    pub hv_allocs: usize,
+    /// Guest-memory copies the mediator made (one per `read`, `write`, `read_words` or
+    /// `write_words` call, however long), for every VM.
+    pub guest_copies: usize,
 }
 
 /// Shared handle.
@@ -246,6 +251,7 @@ impl FakeMem {
 
 impl GuestMemory for FakeMem {
     fn read(&self, ipa: Ipa, buf: &mut [u8]) -> Result<(), MemFault> {
+        self.world.borrow_mut().guest_copies += 1;
         let w = self.world.clone();
         self.each_page(ipa.0, buf.len(), |pa, d, n| {
             w.borrow().read_pa(pa, &mut buf[d..d + n])
@@ -260,10 +266,33 @@ impl GuestMemory for FakeMem {
             }
             a = (a & !(PAGE - 1)) + PAGE;
         }
+        self.world.borrow_mut().guest_copies += 1;
         let w = self.world.clone();
         self.each_page(ipa.0, buf.len(), |pa, d, n| {
             w.borrow_mut().write_pa(pa, &buf[d..d + n])
         })
+    }
+
+    fn read_words(&self, ipa: Ipa, buf: &mut [u64]) -> Result<(), MemFault> {
+        assert!(
+            ipa.0 % 8 == 0,
+            "mediator read words at an unaligned {ipa:?}"
+        );
+        let mut bytes = std::vec![0u8; buf.len() * 8];
+        self.read(ipa, &mut bytes)?;
+        for (w, b) in buf.iter_mut().zip(bytes.chunks_exact(8)) {
+            *w = u64::from_le_bytes(b.try_into().unwrap());
+        }
+        Ok(())
+    }
+
+    fn write_words(&mut self, ipa: Ipa, buf: &[u64]) -> Result<(), MemFault> {
+        assert!(
+            ipa.0 % 8 == 0,
+            "mediator wrote words at an unaligned {ipa:?}"
+        );
+        let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_le_bytes()).collect();
+        self.write(ipa, &bytes)
     }
 
     fn pin(&mut self, ipa: Ipa, access: Access) -> Result<PhysAddr, MemFault> {
@@ -325,6 +354,7 @@ impl HvPages for FakeHv {
             return None;
         }
         w.hv_live += 1;
+        w.hv_allocs += 1;
         Some(HvPage::new(PhysAddr(w.new_frame(Owner::Hv))))
     }
     fn write(&self, page: &HvPage, offset: usize, data: &[u8]) {

@@ -255,6 +255,53 @@ fn open_session_copies_back_only_allowed_fields() {
     env.check();
 }
 
+/// The fast path's shape, counted on the fakes so that a regression shows before any QEMU
+/// run (`cargo xtask bench` measures the instructions): once a VM has made a call, an
+/// invoke with value parameters allocates no hypervisor page (its record and shadow page
+/// are reused) and copies guest memory three times, whatever its parameters: the header,
+/// the parameters, and the whole message back.
+#[test]
+fn a_warm_invoke_allocates_nothing_and_copies_the_guest_three_times() {
+    let mut env = Env::new();
+    let m = msg(
+        OPTEE_MSG_CMD_INVOKE_COMMAND,
+        vec![
+            val(OPTEE_MSG_ATTR_TYPE_VALUE_INPUT, 1, 2, 3),
+            val(OPTEE_MSG_ATTR_TYPE_VALUE_INOUT, 10, 20, 30),
+            val(OPTEE_MSG_ATTR_TYPE_VALUE_OUTPUT, 0, 0, 0),
+            val(OPTEE_MSG_ATTR_TYPE_NONE, 0, 0, 0),
+        ],
+    );
+    env.mem(VM1).put_arg(ARG_IPA, &m);
+    assert_eq!(env.call(VM1, ARG_IPA)[0], OK, "the warm-up call");
+    for round in 0..3 {
+        env.mem(VM1).put_arg(ARG_IPA, &m);
+        let (allocs, copies) = {
+            let w = env.world.borrow();
+            (w.hv_allocs, w.guest_copies)
+        };
+        assert_eq!(env.call(VM1, ARG_IPA)[0], OK);
+        let w = env.world.borrow();
+        assert_eq!(w.hv_allocs - allocs, 0, "round {round}: a hypervisor page");
+        assert_eq!(w.guest_copies - copies, 3, "round {round}: guest copies");
+        drop(w);
+        let back = env.mem(VM1).get_arg(ARG_IPA, 4);
+        assert_eq!(back.header.ret, TEEC_SUCCESS);
+        assert_eq!(back.params[0], m.params[0], "input values untouched");
+        assert_eq!(
+            (back.params[1].u0, back.params[1].u1, back.params[1].u2),
+            (1010, 1020, 1030)
+        );
+    }
+    assert_eq!(env.hv_live(), 0);
+    assert_eq!(env.med.spare_pages(), 1, "one record kept, with its page");
+    env.med
+        .vm_destroyed(VM1, env.mem.get_mut(&VM1).unwrap())
+        .unwrap();
+    assert_eq!(env.world.borrow().hv_live, 0, "freed with the VM");
+    env.check();
+}
+
 #[test]
 fn tmem_page_list_is_translated_pinned_and_released() {
     let mut env = Env::new();
