@@ -275,7 +275,7 @@ impl GuestMemory for FakeMem {
 
     fn read_words(&self, ipa: Ipa, buf: &mut [u64]) -> Result<(), MemFault> {
         assert!(
-            ipa.0 % 8 == 0,
+            ipa.0.is_multiple_of(8),
             "mediator read words at an unaligned {ipa:?}"
         );
         let mut bytes = std::vec![0u8; buf.len() * 8];
@@ -288,7 +288,7 @@ impl GuestMemory for FakeMem {
 
     fn write_words(&mut self, ipa: Ipa, buf: &[u64]) -> Result<(), MemFault> {
         assert!(
-            ipa.0 % 8 == 0,
+            ipa.0.is_multiple_of(8),
             "mediator wrote words at an unaligned {ipa:?}"
         );
         let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_le_bytes()).collect();
