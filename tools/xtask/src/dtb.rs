@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! The device tree: QEMU's own, dumped with the same `-bios`, plus `/chosen` for the run.
 //!
+//! `/chosen` is described once, as a list of [`Edit`]s, and written by `fdtput` into the
+//! DTB file before QEMU starts.
+//!
 //! The DTB must be dumped with the firmware present: without `-bios`, QEMU describes a GPIO
 //! at 0x9030000 that is absent under secure=on, and Linux aborts probing it. At boot, TF-A
 //! adds `/psci` and OP-TEE adds `/firmware/optee` and `/reserved-memory` to this DTB in
@@ -85,120 +88,151 @@ pub struct Chosen {
     pub domus: Vec<DomU>,
 }
 
-fn cells(val: u64) -> [String; 2] {
-    [(val >> 32).to_string(), (val & 0xffff_ffff).to_string()]
+/// A property's value, as `fdtput -t` and U-Boot's `fdt set` both write it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// One string, or a string list (`compatible`).
+    Strings(Vec<String>),
+    /// 32-bit cells.
+    Cells(Vec<u32>),
+    /// An empty property (`vpl011`).
+    Empty,
 }
 
-/// The `fdtput` invocations that create boot module `m` under `parent` (two-cell `reg`).
-fn module_args(dtb: &str, parent: &str, m: &Module) -> Vec<Vec<String>> {
+/// One edit of the DT, in the order it is made (with `fdtput`, through libfdt, which puts a
+/// new node before its existing siblings and a new property before the node's others).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Edit {
+    /// Create the node at this path (its parent exists).
+    Node(String),
+    /// Set a property of an existing node.
+    Prop {
+        node: String,
+        name: String,
+        value: Value,
+    },
+}
+
+/// A 64-bit value in two cells, as `#address-cells = <2>` / `#size-cells = <2>` want it.
+fn cells(val: u64) -> [u32; 2] {
+    [(val >> 32) as u32, (val & 0xffff_ffff) as u32]
+}
+
+fn prop(node: &str, name: &str, value: Value) -> Edit {
+    Edit::Prop {
+        node: node.to_string(),
+        name: name.to_string(),
+        value,
+    }
+}
+
+fn string(node: &str, name: &str, val: &str) -> Edit {
+    prop(node, name, Value::Strings(vec![val.to_string()]))
+}
+
+/// The edits that create boot module `m` under `parent` (two-cell `reg`).
+fn module_edits(parent: &str, m: &Module) -> Vec<Edit> {
     let node = format!("{parent}/module@{:x}", m.addr);
-    let mut reg: Vec<String> = vec![
-        "-t".into(),
-        "u".into(),
-        dtb.into(),
-        node.clone(),
-        "reg".into(),
-    ];
-    reg.extend(cells(m.addr));
+    let mut reg = cells(m.addr).to_vec();
     reg.extend(cells(m.size));
     vec![
-        vec!["-c".into(), dtb.into(), node.clone()],
-        vec![
-            "-t".into(),
-            "s".into(),
-            dtb.into(),
-            node,
-            "compatible".into(),
-            m.kind.into(),
-            "multiboot,module".into(),
-        ],
-        reg,
+        Edit::Node(node.clone()),
+        prop(
+            &node,
+            "compatible",
+            Value::Strings(vec![m.kind.into(), "multiboot,module".into()]),
+        ),
+        prop(&node, "reg", Value::Cells(reg)),
     ]
+}
+
+/// The edits that write `chosen` into QEMU's DTB, in order.
+pub fn chosen_edits(chosen: &Chosen) -> Vec<Edit> {
+    let mut v = Vec::new();
+    if let Some(b) = &chosen.bootargs {
+        v.push(string("/chosen", "bootargs", b));
+    }
+    if let Some(b) = &chosen.xen_bootargs {
+        v.push(string("/chosen", "xen,xen-bootargs", b));
+    }
+    if let Some(b) = &chosen.dom0_bootargs {
+        v.push(string("/chosen", "xen,dom0-bootargs", b));
+    }
+    if !chosen.modules.is_empty() {
+        // Module `reg`s use /chosen's own cells: two each, so any address fits.
+        for name in ["#address-cells", "#size-cells"] {
+            v.push(prop("/chosen", name, Value::Cells(vec![2])));
+        }
+    }
+    for m in &chosen.modules {
+        v.extend(module_edits("/chosen", m));
+    }
+    // A new node goes before its existing siblings: create the domains (and each domain's
+    // modules) last first, so the DT lists them in order (moat numbers domUs in DT order).
+    for dom in chosen.domus.iter().rev() {
+        let node = format!("/chosen/{}", dom.name);
+        v.push(Edit::Node(node.clone()));
+        v.push(string(&node, "compatible", "xen,domain"));
+        // Module `reg`s in two cells each, as under /chosen.
+        v.push(prop(&node, "#address-cells", Value::Cells(vec![2])));
+        v.push(prop(&node, "#size-cells", Value::Cells(vec![2])));
+        v.push(prop(
+            &node,
+            "memory",
+            Value::Cells(cells(dom.memory_kib).to_vec()),
+        ));
+        v.push(prop(&node, "cpus", Value::Cells(vec![dom.cpus])));
+        if dom.vpl011 {
+            v.push(prop(&node, "vpl011", Value::Empty));
+        }
+        if dom.tee {
+            v.push(string(&node, "xen,tee", "optee"));
+        }
+        v.push(string(&node, "bootargs", &dom.bootargs));
+        for m in dom.modules.iter().rev() {
+            v.extend(module_edits(&node, m));
+        }
+    }
+    if let Some((start, end)) = chosen.initrd {
+        // Two cells, as /chosen's parent has #address-cells = <2>.
+        for (name, val) in [("linux,initrd-start", start), ("linux,initrd-end", end)] {
+            v.push(prop("/chosen", name, Value::Cells(cells(val).to_vec())));
+        }
+    }
+    v
+}
+
+/// The `fdtput` invocation of one edit on the DTB file `dtb`, as data.
+pub fn fdtput_args_of(dtb: &str, edit: &Edit) -> Vec<String> {
+    match edit {
+        Edit::Node(path) => vec!["-c".into(), dtb.into(), path.clone()],
+        Edit::Prop { node, name, value } => {
+            let (kind, vals): (&str, Vec<String>) = match value {
+                Value::Strings(s) => ("s", s.clone()),
+                Value::Cells(c) => ("u", c.iter().map(u32::to_string).collect()),
+                // `-t x` with no value.
+                Value::Empty => ("x", Vec::new()),
+            };
+            let mut a = vec![
+                "-t".into(),
+                kind.into(),
+                dtb.into(),
+                node.clone(),
+                name.clone(),
+            ];
+            a.extend(vals);
+            a
+        }
+    }
 }
 
 /// The `fdtput` invocations that write `chosen` into a DTB file, as data.
 pub fn fdtput_args(dtb: &Path, chosen: &Chosen) -> Vec<Vec<String>> {
     let d = dtb.display().to_string();
-    let string = |prop: &str, val: &str| -> Vec<String> {
-        vec![
-            "-t".into(),
-            "s".into(),
-            d.clone(),
-            "/chosen".into(),
-            prop.into(),
-            val.into(),
-        ]
-    };
-    let mut v = Vec::new();
-    if let Some(b) = &chosen.bootargs {
-        v.push(string("bootargs", b));
-    }
-    if let Some(b) = &chosen.xen_bootargs {
-        v.push(string("xen,xen-bootargs", b));
-    }
-    if let Some(b) = &chosen.dom0_bootargs {
-        v.push(string("xen,dom0-bootargs", b));
-    }
-    if !chosen.modules.is_empty() {
-        // Module `reg`s use /chosen's own cells: two each, so any address fits.
-        for prop in ["#address-cells", "#size-cells"] {
-            v.push(vec![
-                "-t".into(),
-                "u".into(),
-                d.clone(),
-                "/chosen".into(),
-                prop.into(),
-                "2".into(),
-            ]);
-        }
-    }
-    for m in &chosen.modules {
-        v.extend(module_args(&d, "/chosen", m));
-    }
-    // fdtput -c puts a new node before its existing siblings: create the domains (and each
-    // domain's modules) last first, so the DT lists them in order (moat numbers domUs in
-    // DT order).
-    for dom in chosen.domus.iter().rev() {
-        let node = format!("/chosen/{}", dom.name);
-        let prop = |t: &str, name: &str, vals: &[String]| -> Vec<String> {
-            let mut a = vec!["-t".into(), t.into(), d.clone(), node.clone(), name.into()];
-            a.extend(vals.iter().cloned());
-            a
-        };
-        v.push(vec!["-c".into(), d.clone(), node.clone()]);
-        v.push(prop("s", "compatible", &["xen,domain".into()]));
-        // Module `reg`s in two cells each, as under /chosen.
-        v.push(prop("u", "#address-cells", &["2".into()]));
-        v.push(prop("u", "#size-cells", &["2".into()]));
-        v.push(prop("u", "memory", &cells(dom.memory_kib)));
-        v.push(prop("u", "cpus", &[dom.cpus.to_string()]));
-        if dom.vpl011 {
-            // An empty property: `-t x` with no value.
-            v.push(prop("x", "vpl011", &[]));
-        }
-        if dom.tee {
-            v.push(prop("s", "xen,tee", &["optee".into()]));
-        }
-        v.push(prop("s", "bootargs", std::slice::from_ref(&dom.bootargs)));
-        for m in dom.modules.iter().rev() {
-            v.extend(module_args(&d, &node, m));
-        }
-    }
-    if let Some((start, end)) = chosen.initrd {
-        for (prop, val) in [("linux,initrd-start", start), ("linux,initrd-end", end)] {
-            // Two cells, as /chosen's parent has #address-cells = <2>.
-            let mut a = vec![
-                "-t".into(),
-                "u".into(),
-                d.clone(),
-                "/chosen".into(),
-                prop.into(),
-            ];
-            a.extend(cells(val));
-            v.push(a);
-        }
-    }
-    v
+    chosen_edits(chosen)
+        .iter()
+        .map(|e| fdtput_args_of(&d, e))
+        .collect()
 }
 
 /// Copy `base` to `out` and write `chosen` into it.
