@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! The device tree: QEMU's own, dumped with the same `-bios`, plus `/chosen` for the run.
 //!
-//! `/chosen` is described once, as a list of [`Edit`]s, and written by `fdtput` into the
-//! DTB file before QEMU starts.
+//! `/chosen` is described once, as a list of [`Edit`]s, and written either by `fdtput` into
+//! the DTB file before QEMU starts (the direct boot) or by U-Boot's `fdt` command from
+//! boot.scr (`--boot u-boot`, [`crate::uboot`]).
 //!
 //! The DTB must be dumped with the firmware present: without `-bios`, QEMU describes a GPIO
 //! at 0x9030000 that is absent under secure=on, and Linux aborts probing it. At boot, TF-A
@@ -99,8 +100,11 @@ pub enum Value {
     Empty,
 }
 
-/// One edit of the DT, in the order it is made (with `fdtput`, through libfdt, which puts a
-/// new node before its existing siblings and a new property before the node's others).
+/// One edit of the DT, in the order it is made. The direct boot makes these edits with
+/// `fdtput` before QEMU starts; `--boot u-boot` makes the very same ones, in the same order,
+/// with U-Boot's `fdt` command in boot.scr (`crate::uboot`). Both go through libfdt, which
+/// puts a new node before its existing siblings and a new property before the node's
+/// others, so the same edits give the same tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Edit {
     /// Create the node at this path (its parent exists).
@@ -235,6 +239,45 @@ pub fn fdtput_args(dtb: &Path, chosen: &Chosen) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Big-endian u32 of a DTB header field at `offset`.
+fn be32(dtb: &[u8], offset: usize) -> Option<u32> {
+    let b = dtb.get(offset..offset + 4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// `dtb` without the free space after its strings, as libfdt's `fdt_pack` (and so
+/// `fdtput`) leaves it: QEMU's dump is 1 MiB, mostly free, and QEMU loads a `-dtb` into
+/// twice its size, which OP-TEE then refuses (`Invalid Device Tree ... error -3`). Only the
+/// layout QEMU writes is accepted: header, reservations, structure, strings, in this order
+/// and back to back.
+pub fn pack(dtb: &[u8]) -> Result<Vec<u8>> {
+    const MAGIC: u32 = 0xd00d_feed;
+    let field = |o: usize| be32(dtb, o).context("a DTB shorter than its header");
+    anyhow::ensure!(field(0)? == MAGIC, "not a DTB (bad magic)");
+    let total = field(4)? as usize;
+    let (off_struct, off_strings, off_rsv) = (field(8)?, field(12)?, field(16)?);
+    let size_strings = field(32)?;
+    let size_struct = field(36)?;
+    anyhow::ensure!(
+        off_rsv <= off_struct
+            && off_struct.checked_add(size_struct) == Some(off_strings)
+            && total <= dtb.len(),
+        "the DTB's blocks are not in QEMU's order (reservations, structure, strings)"
+    );
+    let end = (off_strings + size_strings) as usize;
+    anyhow::ensure!(end <= total, "the DTB's strings end past its total size");
+    let mut out = dtb[..end].to_vec();
+    out[4..8].copy_from_slice(&(end as u32).to_be_bytes());
+    Ok(out)
+}
+
+/// Copy `base` to `out`, packed ([`pack`]), with no `/chosen` of the run's: what U-Boot gets.
+pub fn packed(base: &Path, out: &Path) -> Result<()> {
+    let bytes = std::fs::read(base).with_context(|| format!("reading {}", base.display()))?;
+    let packed = pack(&bytes).with_context(|| format!("packing {}", base.display()))?;
+    std::fs::write(out, packed).with_context(|| format!("writing {}", out.display()))
+}
+
 /// Copy `base` to `out` and write `chosen` into it.
 pub fn with_chosen(base: &Path, out: &Path, chosen: &Chosen) -> Result<()> {
     std::fs::copy(base, out).with_context(|| format!("copying {}", base.display()))?;
@@ -303,6 +346,35 @@ mod tests {
             .position(|x| x.contains(&"/chosen/domU1".to_string()) && x[0] == "-t")
             .unwrap();
         assert!(create < first_prop);
+    }
+
+    #[test]
+    fn a_dtb_is_packed_to_the_end_of_its_strings() {
+        // A 96-byte blob of QEMU's layout: header (0x28), no reservations past the
+        // terminator (0x28..0x38), structure 0x38..0x48, strings 0x48..0x50, then free space.
+        let mut d = vec![0u8; 96];
+        for (o, v) in [
+            (0, 0xd00d_feedu32),
+            (4, 96),
+            (8, 0x38),
+            (12, 0x48),
+            (16, 0x28),
+            (32, 8),
+            (36, 0x10),
+        ] {
+            d[o..o + 4].copy_from_slice(&v.to_be_bytes());
+        }
+        let p = pack(&d).unwrap();
+        assert_eq!(p.len(), 0x50);
+        assert_eq!(be32(&p, 4), Some(0x50));
+        assert_eq!(p[8..], d[8..0x50]);
+        let mut bad = d.clone();
+        bad[0] = 0;
+        assert!(pack(&bad).is_err());
+        let mut gap = d.clone();
+        gap[12..16].copy_from_slice(&0x4cu32.to_be_bytes());
+        assert!(format!("{:#}", pack(&gap).unwrap_err()).contains("order"));
+        assert!(pack(&d[..20]).is_err());
     }
 
     #[test]
