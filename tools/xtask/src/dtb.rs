@@ -246,10 +246,10 @@ fn be32(dtb: &[u8], offset: usize) -> Option<u32> {
 }
 
 /// `dtb` without the free space after its strings, as libfdt's `fdt_pack` (and so
-/// `fdtput`) leaves it: QEMU's dump is 1 MiB, mostly free, and QEMU loads a `-dtb` into
-/// twice its size, which OP-TEE then refuses (`Invalid Device Tree ... error -3`). Only the
-/// layout QEMU writes is accepted: header, reservations, structure, strings, in this order
-/// and back to back.
+/// `fdtput`) leaves it. QEMU's dump is 1 MiB, mostly free, and QEMU adds room when it loads
+/// a `-dtb`: TF-A's BL2 opens at most 1 MiB (`PLAT_QEMU_DT_MAX_SIZE`) and OP-TEE refuses it
+/// (`Invalid Device Tree ... error -3`). Only the layout QEMU writes is accepted: header,
+/// reservations, structure, strings, in this order and back to back.
 pub fn pack(dtb: &[u8]) -> Result<Vec<u8>> {
     const MAGIC: u32 = 0xd00d_feed;
     let field = |o: usize| be32(dtb, o).context("a DTB shorter than its header");

@@ -76,7 +76,8 @@ const FROM_ENV: [(&str, &str); 2] = [
 
 /// The room boot.scr makes in the DT for each command line from the environment, whatever
 /// it holds (so that the script does not depend on it): Xen's own limit on Arm
-/// (`COMMAND_LINE_SIZE`), terminating NUL included. A longer one is refused.
+/// (`BOOTMOD_MAX_CMDLINE` in xen/arch/arm/include/asm/setup.h), terminating NUL included.
+/// A longer one is refused.
 pub const CMDLINE_ROOM: usize = 1024;
 
 /// What boot.scr boots once `/chosen` is written.
@@ -261,9 +262,7 @@ pub fn plan(chosen: &Chosen, entry: Entry) -> Result<Plan> {
     };
     writeln!(script, "fdt addr {FDT_ADDR:#x}")?;
     // The DT stays where QEMU put it (all ones: "in place"; this board's default,
-    // 0xffffffff, would copy it below 4 GiB), as in the direct boot. QEMU loads a -dtb into
-    // twice its size plus 20,000 bytes: some 28 KB free, room for these edits, so no
-    // `fdt resize` (which would also shrink it to a page).
+    // 0xffffffff, would copy it below 4 GiB), as in the direct boot.
     writeln!(script, "setenv fdt_high 0xffffffffffffffff")?;
     match entry {
         Entry::Hypervisor(addr) => {
@@ -276,9 +275,10 @@ pub fn plan(chosen: &Chosen, entry: Entry) -> Result<Plan> {
                 "echo \"boot.scr: the hypervisor at {addr:#x}, its modules as /chosen describes\""
             )?;
             let edits = dtb::chosen_edits(chosen);
-            // QEMU packs the DT it loads, and TF-A and OP-TEE add to it in place: it comes
-            // with no free space. Room for the edits (the direct boot made them with fdtput
-            // before QEMU packed the DT); U-Boot rounds it up to a page.
+            // TF-A's BL2 packs the DT after its edits (fdt_pack in qemu_bl2_setup.c) and
+            // OP-TEE adds to it in place: it comes with no free space. Room for the edits
+            // (the direct boot made them with fdtput before QEMU started); U-Boot rounds it
+            // up to a page.
             writeln!(script, "fdt resize {:#x}", growth(&edits))?;
             for edit in &edits {
                 let var = env_var(edit);
