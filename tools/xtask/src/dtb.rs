@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! The device tree: QEMU's own, dumped with the same `-bios`, plus `/chosen` for the run.
 //!
+//! `/chosen` is described once, as a list of [`Edit`]s, and written either by `fdtput` into
+//! the DTB file before QEMU starts (the direct boot) or by U-Boot's `fdt` command from
+//! boot.scr (`--boot u-boot`, [`crate::uboot`]).
+//!
 //! The DTB must be dumped with the firmware present: without `-bios`, QEMU describes a GPIO
 //! at 0x9030000 that is absent under secure=on, and Linux aborts probing it. At boot, TF-A
 //! adds `/psci` and OP-TEE adds `/firmware/optee` and `/reserved-memory` to this DTB in
@@ -85,120 +89,193 @@ pub struct Chosen {
     pub domus: Vec<DomU>,
 }
 
-fn cells(val: u64) -> [String; 2] {
-    [(val >> 32).to_string(), (val & 0xffff_ffff).to_string()]
+/// A property's value, as `fdtput -t` and U-Boot's `fdt set` both write it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// One string, or a string list (`compatible`).
+    Strings(Vec<String>),
+    /// 32-bit cells.
+    Cells(Vec<u32>),
+    /// An empty property (`vpl011`).
+    Empty,
 }
 
-/// The `fdtput` invocations that create boot module `m` under `parent` (two-cell `reg`).
-fn module_args(dtb: &str, parent: &str, m: &Module) -> Vec<Vec<String>> {
+/// One edit of the DT, in the order it is made. The direct boot makes these edits with
+/// `fdtput` before QEMU starts; `--boot u-boot` makes the very same ones, in the same order,
+/// with U-Boot's `fdt` command in boot.scr (`crate::uboot`). Both go through libfdt, which
+/// puts a new node before its existing siblings and a new property before the node's
+/// others, so the same edits give the same tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Edit {
+    /// Create the node at this path (its parent exists).
+    Node(String),
+    /// Set a property of an existing node.
+    Prop {
+        node: String,
+        name: String,
+        value: Value,
+    },
+}
+
+/// A 64-bit value in two cells, as `#address-cells = <2>` / `#size-cells = <2>` want it.
+fn cells(val: u64) -> [u32; 2] {
+    [(val >> 32) as u32, (val & 0xffff_ffff) as u32]
+}
+
+fn prop(node: &str, name: &str, value: Value) -> Edit {
+    Edit::Prop {
+        node: node.to_string(),
+        name: name.to_string(),
+        value,
+    }
+}
+
+fn string(node: &str, name: &str, val: &str) -> Edit {
+    prop(node, name, Value::Strings(vec![val.to_string()]))
+}
+
+/// The edits that create boot module `m` under `parent` (two-cell `reg`).
+fn module_edits(parent: &str, m: &Module) -> Vec<Edit> {
     let node = format!("{parent}/module@{:x}", m.addr);
-    let mut reg: Vec<String> = vec![
-        "-t".into(),
-        "u".into(),
-        dtb.into(),
-        node.clone(),
-        "reg".into(),
-    ];
-    reg.extend(cells(m.addr));
+    let mut reg = cells(m.addr).to_vec();
     reg.extend(cells(m.size));
     vec![
-        vec!["-c".into(), dtb.into(), node.clone()],
-        vec![
-            "-t".into(),
-            "s".into(),
-            dtb.into(),
-            node,
-            "compatible".into(),
-            m.kind.into(),
-            "multiboot,module".into(),
-        ],
-        reg,
+        Edit::Node(node.clone()),
+        prop(
+            &node,
+            "compatible",
+            Value::Strings(vec![m.kind.into(), "multiboot,module".into()]),
+        ),
+        prop(&node, "reg", Value::Cells(reg)),
     ]
+}
+
+/// The edits that write `chosen` into QEMU's DTB, in order.
+pub fn chosen_edits(chosen: &Chosen) -> Vec<Edit> {
+    let mut v = Vec::new();
+    if let Some(b) = &chosen.bootargs {
+        v.push(string("/chosen", "bootargs", b));
+    }
+    if let Some(b) = &chosen.xen_bootargs {
+        v.push(string("/chosen", "xen,xen-bootargs", b));
+    }
+    if let Some(b) = &chosen.dom0_bootargs {
+        v.push(string("/chosen", "xen,dom0-bootargs", b));
+    }
+    if !chosen.modules.is_empty() {
+        // Module `reg`s use /chosen's own cells: two each, so any address fits.
+        for name in ["#address-cells", "#size-cells"] {
+            v.push(prop("/chosen", name, Value::Cells(vec![2])));
+        }
+    }
+    for m in &chosen.modules {
+        v.extend(module_edits("/chosen", m));
+    }
+    // A new node goes before its existing siblings: create the domains (and each domain's
+    // modules) last first, so the DT lists them in order (moat numbers domUs in DT order).
+    for dom in chosen.domus.iter().rev() {
+        let node = format!("/chosen/{}", dom.name);
+        v.push(Edit::Node(node.clone()));
+        v.push(string(&node, "compatible", "xen,domain"));
+        // Module `reg`s in two cells each, as under /chosen.
+        v.push(prop(&node, "#address-cells", Value::Cells(vec![2])));
+        v.push(prop(&node, "#size-cells", Value::Cells(vec![2])));
+        v.push(prop(
+            &node,
+            "memory",
+            Value::Cells(cells(dom.memory_kib).to_vec()),
+        ));
+        v.push(prop(&node, "cpus", Value::Cells(vec![dom.cpus])));
+        if dom.vpl011 {
+            v.push(prop(&node, "vpl011", Value::Empty));
+        }
+        if dom.tee {
+            v.push(string(&node, "xen,tee", "optee"));
+        }
+        v.push(string(&node, "bootargs", &dom.bootargs));
+        for m in dom.modules.iter().rev() {
+            v.extend(module_edits(&node, m));
+        }
+    }
+    if let Some((start, end)) = chosen.initrd {
+        // Two cells, as /chosen's parent has #address-cells = <2>.
+        for (name, val) in [("linux,initrd-start", start), ("linux,initrd-end", end)] {
+            v.push(prop("/chosen", name, Value::Cells(cells(val).to_vec())));
+        }
+    }
+    v
+}
+
+/// The `fdtput` invocation of one edit on the DTB file `dtb`, as data.
+pub fn fdtput_args_of(dtb: &str, edit: &Edit) -> Vec<String> {
+    match edit {
+        Edit::Node(path) => vec!["-c".into(), dtb.into(), path.clone()],
+        Edit::Prop { node, name, value } => {
+            let (kind, vals): (&str, Vec<String>) = match value {
+                Value::Strings(s) => ("s", s.clone()),
+                Value::Cells(c) => ("u", c.iter().map(u32::to_string).collect()),
+                // `-t x` with no value.
+                Value::Empty => ("x", Vec::new()),
+            };
+            let mut a = vec![
+                "-t".into(),
+                kind.into(),
+                dtb.into(),
+                node.clone(),
+                name.clone(),
+            ];
+            a.extend(vals);
+            a
+        }
+    }
 }
 
 /// The `fdtput` invocations that write `chosen` into a DTB file, as data.
 pub fn fdtput_args(dtb: &Path, chosen: &Chosen) -> Vec<Vec<String>> {
     let d = dtb.display().to_string();
-    let string = |prop: &str, val: &str| -> Vec<String> {
-        vec![
-            "-t".into(),
-            "s".into(),
-            d.clone(),
-            "/chosen".into(),
-            prop.into(),
-            val.into(),
-        ]
-    };
-    let mut v = Vec::new();
-    if let Some(b) = &chosen.bootargs {
-        v.push(string("bootargs", b));
-    }
-    if let Some(b) = &chosen.xen_bootargs {
-        v.push(string("xen,xen-bootargs", b));
-    }
-    if let Some(b) = &chosen.dom0_bootargs {
-        v.push(string("xen,dom0-bootargs", b));
-    }
-    if !chosen.modules.is_empty() {
-        // Module `reg`s use /chosen's own cells: two each, so any address fits.
-        for prop in ["#address-cells", "#size-cells"] {
-            v.push(vec![
-                "-t".into(),
-                "u".into(),
-                d.clone(),
-                "/chosen".into(),
-                prop.into(),
-                "2".into(),
-            ]);
-        }
-    }
-    for m in &chosen.modules {
-        v.extend(module_args(&d, "/chosen", m));
-    }
-    // fdtput -c puts a new node before its existing siblings: create the domains (and each
-    // domain's modules) last first, so the DT lists them in order (moat numbers domUs in
-    // DT order).
-    for dom in chosen.domus.iter().rev() {
-        let node = format!("/chosen/{}", dom.name);
-        let prop = |t: &str, name: &str, vals: &[String]| -> Vec<String> {
-            let mut a = vec!["-t".into(), t.into(), d.clone(), node.clone(), name.into()];
-            a.extend(vals.iter().cloned());
-            a
-        };
-        v.push(vec!["-c".into(), d.clone(), node.clone()]);
-        v.push(prop("s", "compatible", &["xen,domain".into()]));
-        // Module `reg`s in two cells each, as under /chosen.
-        v.push(prop("u", "#address-cells", &["2".into()]));
-        v.push(prop("u", "#size-cells", &["2".into()]));
-        v.push(prop("u", "memory", &cells(dom.memory_kib)));
-        v.push(prop("u", "cpus", &[dom.cpus.to_string()]));
-        if dom.vpl011 {
-            // An empty property: `-t x` with no value.
-            v.push(prop("x", "vpl011", &[]));
-        }
-        if dom.tee {
-            v.push(prop("s", "xen,tee", &["optee".into()]));
-        }
-        v.push(prop("s", "bootargs", std::slice::from_ref(&dom.bootargs)));
-        for m in dom.modules.iter().rev() {
-            v.extend(module_args(&d, &node, m));
-        }
-    }
-    if let Some((start, end)) = chosen.initrd {
-        for (prop, val) in [("linux,initrd-start", start), ("linux,initrd-end", end)] {
-            // Two cells, as /chosen's parent has #address-cells = <2>.
-            let mut a = vec![
-                "-t".into(),
-                "u".into(),
-                d.clone(),
-                "/chosen".into(),
-                prop.into(),
-            ];
-            a.extend(cells(val));
-            v.push(a);
-        }
-    }
-    v
+    chosen_edits(chosen)
+        .iter()
+        .map(|e| fdtput_args_of(&d, e))
+        .collect()
+}
+
+/// Big-endian u32 of a DTB header field at `offset`.
+fn be32(dtb: &[u8], offset: usize) -> Option<u32> {
+    let b = dtb.get(offset..offset + 4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// `dtb` without the free space after its strings, as libfdt's `fdt_pack` (and so
+/// `fdtput`) leaves it. QEMU's dump is 1 MiB, mostly free, and QEMU adds room when it loads
+/// a `-dtb`: TF-A's BL2 opens at most 1 MiB (`PLAT_QEMU_DT_MAX_SIZE`) and OP-TEE refuses it
+/// (`Invalid Device Tree ... error -3`). Only the layout QEMU writes is accepted: header,
+/// reservations, structure, strings, in this order and back to back.
+pub fn pack(dtb: &[u8]) -> Result<Vec<u8>> {
+    const MAGIC: u32 = 0xd00d_feed;
+    let field = |o: usize| be32(dtb, o).context("a DTB shorter than its header");
+    anyhow::ensure!(field(0)? == MAGIC, "not a DTB (bad magic)");
+    let total = field(4)? as usize;
+    let (off_struct, off_strings, off_rsv) = (field(8)?, field(12)?, field(16)?);
+    let size_strings = field(32)?;
+    let size_struct = field(36)?;
+    anyhow::ensure!(
+        off_rsv <= off_struct
+            && off_struct.checked_add(size_struct) == Some(off_strings)
+            && total <= dtb.len(),
+        "the DTB's blocks are not in QEMU's order (reservations, structure, strings)"
+    );
+    let end = (off_strings + size_strings) as usize;
+    anyhow::ensure!(end <= total, "the DTB's strings end past its total size");
+    let mut out = dtb[..end].to_vec();
+    out[4..8].copy_from_slice(&(end as u32).to_be_bytes());
+    Ok(out)
+}
+
+/// Copy `base` to `out`, packed ([`pack`]), with no `/chosen` of the run's: what U-Boot gets.
+pub fn packed(base: &Path, out: &Path) -> Result<()> {
+    let bytes = std::fs::read(base).with_context(|| format!("reading {}", base.display()))?;
+    let packed = pack(&bytes).with_context(|| format!("packing {}", base.display()))?;
+    std::fs::write(out, packed).with_context(|| format!("writing {}", out.display()))
 }
 
 /// Copy `base` to `out` and write `chosen` into it.
@@ -269,6 +346,35 @@ mod tests {
             .position(|x| x.contains(&"/chosen/domU1".to_string()) && x[0] == "-t")
             .unwrap();
         assert!(create < first_prop);
+    }
+
+    #[test]
+    fn a_dtb_is_packed_to_the_end_of_its_strings() {
+        // A 96-byte blob of QEMU's layout: header (0x28), no reservations past the
+        // terminator (0x28..0x38), structure 0x38..0x48, strings 0x48..0x50, then free space.
+        let mut d = vec![0u8; 96];
+        for (o, v) in [
+            (0, 0xd00d_feedu32),
+            (4, 96),
+            (8, 0x38),
+            (12, 0x48),
+            (16, 0x28),
+            (32, 8),
+            (36, 0x10),
+        ] {
+            d[o..o + 4].copy_from_slice(&v.to_be_bytes());
+        }
+        let p = pack(&d).unwrap();
+        assert_eq!(p.len(), 0x50);
+        assert_eq!(be32(&p, 4), Some(0x50));
+        assert_eq!(p[8..], d[8..0x50]);
+        let mut bad = d.clone();
+        bad[0] = 0;
+        assert!(pack(&bad).is_err());
+        let mut gap = d.clone();
+        gap[12..16].copy_from_slice(&0x4cu32.to_be_bytes());
+        assert!(format!("{:#}", pack(&gap).unwrap_err()).contains("order"));
+        assert!(pack(&d[..20]).is_err());
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //!        +-- hostile::build    (--dom0 hostile) the hostile guest, booted as dom0 instead
 //!        |                     of Linux: a seeded raw-SMC campaign against the mediator
 //!        +-- dtb::prepare      QEMU's DTB (dumped with the same -bios) + /chosen
+//!        +-- uboot             (--boot u-boot) Debian's U-Boot as BL33, a boot.scr that
+//!        |                     writes /chosen and boots the same images
 //!        +-- qemu::Machine     the QEMU command line, as data; run with a timeout
 //!
 //!   cargo xtask bench  (none, xen, moat; deterministic QEMU)
@@ -48,6 +50,7 @@ mod stack;
 mod stack_cmd;
 mod step;
 mod tfa;
+mod uboot;
 mod xen;
 
 use anyhow::Result;

@@ -5,7 +5,7 @@
 //! it incrementally, and objcopy turns the ELF into the raw arm64 Image that TF-A enters
 //! as BL33 (the ELF stays next to it for gdb).
 
-use crate::profile::{prepare_common, Ctx, Prepared};
+use crate::profile::{prepare_common, Boot, Ctx, Prepared};
 use crate::qemu::Machine;
 use crate::stack::OpteeFlavour;
 use crate::{paths, step};
@@ -72,18 +72,21 @@ pub fn flat_image(elf: &std::path::Path) -> Result<PathBuf> {
 }
 
 /// Everything `--hv moat` boots, with the NS-virtualized OP-TEE unless `optee` says
-/// otherwise (the plain build shows moat refusing trusted-OS calls without a mediator).
+/// otherwise (the plain build shows moat refusing trusted-OS calls without a mediator), as
+/// BL33 or booted by U-Boot (`boot`).
 pub fn prepare(
     ctx: &mut Ctx,
     machine: &Machine,
     optee: Option<OpteeFlavour>,
     kernel: Option<&str>,
+    boot: Boot,
 ) -> Result<Prepared> {
     let c = prepare_common(
         ctx,
         optee.unwrap_or(OpteeFlavour::Virtualized),
         machine,
         kernel,
+        boot,
     )?;
     let (image, elf) = build()?;
     println!(

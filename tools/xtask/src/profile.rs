@@ -15,6 +15,10 @@
 //! Under a hypervisor the DT's `/chosen` carries Xen's multiboot binding: the hypervisor's
 //! command line in `xen,xen-bootargs`, dom0's in `xen,dom0-bootargs`, and the kernel and
 //! ramdisk as `module@…` nodes. moat and stock Xen get the very same DT and addresses.
+//!
+//! `--boot u-boot` boots the same images at the same addresses through U-Boot
+//! ([`crate::uboot`]): U-Boot at 0x44000000 and its boot.scr at 0x41000000 come in
+//! addition, and boot.scr writes `/chosen` instead of fdtput.
 
 use crate::apt::PrivateApt;
 use crate::dtb::{self, Chosen, Module};
@@ -74,6 +78,21 @@ impl Hv {
     }
 }
 
+/// How BL33 comes to run what `--hv` names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+pub enum Boot {
+    /// TF-A enters the preloaded hypervisor (or Linux) itself, with a DT whose `/chosen`
+    /// xtask wrote with fdtput.
+    #[default]
+    #[serde(rename = "direct")]
+    Direct,
+    /// TF-A enters Debian's U-Boot, whose generated boot.scr writes `/chosen` and boots the
+    /// same images at the same addresses with `booti`.
+    #[value(name = "u-boot")]
+    #[serde(rename = "u-boot")]
+    UBoot,
+}
+
 /// What dom0 boots.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -103,6 +122,11 @@ pub struct QemuArgs {
     /// Which hypervisor runs at EL2.
     #[arg(long, value_enum, default_value_t = Hv::Moat)]
     pub hv: Hv,
+    /// How it is booted: `direct` (TF-A enters it, with /chosen written by xtask) or
+    /// `u-boot` (TF-A enters Debian's U-Boot, whose generated boot.scr writes /chosen and
+    /// boots it; the same boot.scr for moat and Xen).
+    #[arg(long, value_enum, default_value_t = Boot::Direct)]
+    pub boot: Boot,
     /// Run this shell command in the guest instead of giving a shell, print its exit status
     /// (`moat-init: run-exit=N`) and power off; xtask then exits with that status.
     #[arg(long, value_name = "CMD")]
@@ -226,6 +250,17 @@ pub fn check_args(args: &QemuArgs) -> std::result::Result<(), clap::Error> {
     if let (Hv::Moat, Some(extra)) = (args.hv, &args.hv_args) {
         check_moat_args(extra).map_err(|why| invalid("--hv-args <OPTIONS>", extra, why))?;
     }
+    if args.boot == Boot::UBoot {
+        // These reach the DT through U-Boot's environment (crate::uboot).
+        for (arg, value) in [
+            ("--hv-args <OPTIONS>", &args.hv_args),
+            ("--dom0-args <OPTIONS>", &args.dom0_args),
+        ] {
+            if let Some(v) = value {
+                crate::uboot::check_env_value(v).map_err(|why| invalid(arg, v, why))?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -276,6 +311,9 @@ impl Ctx {
 pub struct Prepared {
     pub machine: Machine,
     pub bios: PathBuf,
+    /// U-Boot's image when it is BL33 (`--boot u-boot`): it then runs a boot.scr that
+    /// writes `/chosen`, instead of xtask writing it with fdtput.
+    pub uboot: Option<PathBuf>,
     pub dtb_base: PathBuf,
     /// The Linux Image: BL33 itself with no hypervisor, dom0's kernel module otherwise.
     pub kernel: PathBuf,
@@ -364,6 +402,8 @@ pub struct DomUReq {
 /// The firmware, kernel, initramfs and DTB shared by every profile.
 pub struct Common {
     pub bios: PathBuf,
+    /// U-Boot's image, when it is BL33 (`--boot u-boot`).
+    pub uboot: Option<PathBuf>,
     pub kernel: Kernel,
     pub initramfs: PathBuf,
     pub dtb_base: PathBuf,
@@ -376,6 +416,7 @@ impl Common {
         Prepared {
             machine: machine.clone(),
             bios: self.bios,
+            uboot: self.uboot,
             dtb_base: self.dtb_base,
             kernel: self.kernel.image,
             initramfs: self.initramfs,
@@ -389,23 +430,30 @@ impl Common {
     }
 }
 
-/// Build (or reuse) what every profile needs, for one OP-TEE flavour and kernel series.
+/// Build (or reuse) what every profile needs, for one OP-TEE flavour, kernel series and
+/// way of booting.
 pub fn prepare_common(
     ctx: &mut Ctx,
     flavour: OpteeFlavour,
     machine: &Machine,
     kernel: Option<&str>,
+    boot: Boot,
 ) -> Result<Common> {
     let series = ctx.stack.kernel_series(kernel)?.to_string();
     ctx.res.take_used();
     let optee = tfa::optee(ctx)?;
-    let bios = tfa::build(ctx, &optee, flavour)?;
+    let bios = tfa::build(ctx, &optee, flavour, boot)?;
+    let uboot = match boot {
+        Boot::Direct => None,
+        Boot::UBoot => Some(crate::uboot::image(ctx)?),
+    };
     let kernel = rootfs::kernel(ctx, &series)?;
     let tools = crate::guest_tools::build(ctx)?;
     let initramfs = rootfs::initramfs(ctx, flavour, &optee, &kernel, &tools)?;
     let dtb_base = dtb::base(&ctx.cache, machine, &bios)?;
     Ok(Common {
         bios,
+        uboot,
         kernel,
         initramfs,
         dtb_base,
@@ -421,6 +469,8 @@ pub struct Choice {
     pub kernel: Option<String>,
     /// `--hv xen`'s build and toolstack.
     pub xen: crate::xen::Options,
+    /// Direct, or through U-Boot.
+    pub boot: Boot,
 }
 
 /// Build (or reuse) the pieces for `hv` on `machine`.
@@ -440,11 +490,12 @@ pub fn prepare(ctx: &mut Ctx, hv: Hv, machine: &Machine, choice: &Choice) -> Res
                 choice.optee.unwrap_or(hv.optee_flavour()),
                 machine,
                 kernel,
+                choice.boot,
             )?;
             Ok(c.into_prepared(ctx, machine))
         }
-        Hv::Moat => crate::moat::prepare(ctx, machine, choice.optee, kernel),
-        Hv::Xen => crate::xen::prepare(ctx, machine, choice.xen, kernel),
+        Hv::Moat => crate::moat::prepare(ctx, machine, choice.optee, kernel, choice.boot),
+        Hv::Xen => crate::xen::prepare(ctx, machine, choice.xen, kernel, choice.boot),
     }
 }
 
@@ -459,6 +510,15 @@ pub struct Sizes {
     pub hypervisor: Option<u64>,
     /// Each domU's initrd (its kernel is `kernel`).
     pub domu_initrds: [Option<u64>; MAX_DOMUS],
+    /// With `--boot u-boot`: U-Boot's image and boot.scr.
+    pub uboot: Option<UbootSizes>,
+}
+
+/// What `--boot u-boot` adds to the layout, in bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UbootSizes {
+    pub image: u64,
+    pub script: u64,
 }
 
 /// Check that the images fit the layout above without overlapping each other or OP-TEE's
@@ -494,6 +554,20 @@ pub fn check_layout(sizes: Sizes, mem_mib: u32) -> Result<()> {
             }
         }
         None => regions.push(("kernel", BL33_ADDR, sizes.kernel)),
+    }
+    if let Some(u) = sizes.uboot {
+        use crate::uboot::{RELOCATED_RESERVE, SCRIPT_ADDR, UBOOT_ADDR};
+        regions.push(("boot.scr", SCRIPT_ADDR, u.script));
+        regions.push(("U-Boot image", UBOOT_ADDR, u.image));
+        ensure!(
+            ram_end >= RAM_BASE + 2 * RELOCATED_RESERVE,
+            "{mem_mib} MiB of RAM is too little for U-Boot"
+        );
+        regions.push((
+            "top of RAM, where U-Boot relocates itself",
+            ram_end - RELOCATED_RESERVE,
+            RELOCATED_RESERVE,
+        ));
     }
     regions.sort_by_key(|r| r.1);
     for (name, start, len) in &regions {
@@ -580,13 +654,15 @@ pub fn invocation_with_overlay(
             )
         }
     };
-    let sizes = Sizes {
+    let mut sizes = Sizes {
         initrd: if dom0_initrd { size(&initrd)? } else { 0 },
         kernel: size(&p.kernel)?,
         dom0_kernel,
         hypervisor: p.hypervisor.as_deref().map(size).transpose()?,
         domu_initrds: domu_sizes,
+        uboot: None,
     };
+    // Checked before anything is written, and again with U-Boot's files once they exist.
     check_layout(sizes, p.machine.mem_mib)?;
     let dtb = dir.join("virt.dtb");
     let (chosen, loads) = match &p.hypervisor {
@@ -653,7 +729,33 @@ pub fn invocation_with_overlay(
         loads.push((p.kernel.clone(), DOMU_KERNEL_ADDR + at));
         loads.push((path.clone(), DOMU_INITRD_ADDR + at));
     }
-    dtb::with_chosen(&p.dtb_base, &dtb, &chosen)?;
+    let pflash1 = match &p.uboot {
+        None => {
+            dtb::with_chosen(&p.dtb_base, &dtb, &chosen)?;
+            None
+        }
+        Some(uboot) => {
+            // QEMU's DT, packed as fdtput leaves it, without the run's /chosen: boot.scr
+            // writes that.
+            dtb::packed(&p.dtb_base, &dtb)?;
+            let entry = match &p.hypervisor {
+                Some(_) => crate::uboot::Entry::Hypervisor(BL33_ADDR),
+                None => crate::uboot::Entry::Linux {
+                    image: BL33_ADDR,
+                    initrd: (INITRD_ADDR, INITRD_ADDR + sizes.initrd),
+                },
+            };
+            let files = crate::uboot::write(dir, &crate::uboot::plan(&chosen, entry)?)?;
+            sizes.uboot = Some(UbootSizes {
+                image: size(uboot)?,
+                script: size(&files.script)?,
+            });
+            check_layout(sizes, p.machine.mem_mib)?;
+            loads.push((uboot.clone(), crate::uboot::UBOOT_ADDR));
+            loads.push((files.script, crate::uboot::SCRIPT_ADDR));
+            Some(files.flash)
+        }
+    };
     std::fs::write(
         dir.join("stack.resolved"),
         resolve::record_text(&p.resolved),
@@ -667,6 +769,7 @@ pub fn invocation_with_overlay(
         secure_log: dir.join("secure.log"),
         gdb_port: None,
         plugin: None,
+        pflash1,
     })
 }
 
@@ -729,6 +832,7 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
             },
             toolstack: args.xen_toolstack,
         },
+        boot: args.boot,
     };
     let mut ctx = Ctx::new(&args.stack)?;
     let p = prepare(&mut ctx, args.hv, &machine, &choice)?;
@@ -794,6 +898,14 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
     println!("console log: {}", console_log.display());
     println!("OP-TEE log (secure UART): {}", inv.secure_log.display());
     println!("stack used: {}", dir.join("stack.resolved").display());
+    if args.boot == Boot::UBoot {
+        println!(
+            "U-Boot runs {} (from {}); its environment: {}",
+            dir.join("boot.scr").display(),
+            dir.join("boot.cmd").display(),
+            dir.join("uboot-env.txt").display()
+        );
+    }
     if !captured {
         println!("booting; `poweroff` in the guest ends it, Ctrl-] x quits QEMU");
         if args.hv == Hv::Moat {
@@ -901,6 +1013,7 @@ mod tests {
             dom0_kernel: None,
             hypervisor,
             domu_initrds: [None; MAX_DOMUS],
+            uboot: None,
         }
     }
 
@@ -916,6 +1029,71 @@ mod tests {
         assert!(e.contains("runs into"), "{e}");
         // Not enough RAM for the modules.
         assert!(check_layout(s, 640).is_err());
+    }
+
+    #[test]
+    fn u_boot_s_image_script_and_relocation_stay_clear_of_the_images() {
+        use crate::uboot::RELOCATED_RESERVE;
+        let mut s = sizes(20 << 20, 36 << 20, Some(1 << 20));
+        s.uboot = Some(UbootSizes {
+            image: 1_156_912,
+            script: 1_200,
+        });
+        assert!(check_layout(s, 2048).is_ok());
+        // Linux alone in the smallest board, with domUs in a hypervisor's.
+        let mut none = sizes(20 << 20, 36 << 20, None);
+        none.uboot = s.uboot;
+        assert!(check_layout(none, 1024).is_ok());
+        let mut domus = s;
+        domus.domu_initrds = [Some(20 << 20), Some(20 << 20)];
+        assert!(check_layout(domus, MIN_MEM_WITH_HV).is_ok());
+        // An initrd so big it reaches where U-Boot itself sits.
+        let mut big = s;
+        big.uboot.as_mut().unwrap().image = INITRD_ADDR - crate::uboot::UBOOT_ADDR + 1;
+        let e = check_layout(big, 2048).unwrap_err().to_string();
+        assert!(
+            e.contains("U-Boot image") && e.contains("runs into the initrd"),
+            "{e}"
+        );
+        // A kernel that reaches the top of RAM, where U-Boot relocates itself.
+        let mut top = none;
+        top.kernel = (1024 << 20) - (BL33_ADDR - RAM_BASE) - RELOCATED_RESERVE + 1;
+        let e = check_layout(top, 1024).unwrap_err().to_string();
+        assert!(e.contains("where U-Boot relocates itself"), "{e}");
+    }
+
+    #[test]
+    fn u_boot_is_chosen_with_boot_and_direct_stays_the_default() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            let mut v = vec!["cargo xtask qemu"];
+            v.extend_from_slice(args);
+            QemuCli::try_parse_from(v)
+        };
+        assert_eq!(parse(&[]).unwrap().args.boot, Boot::Direct);
+        let u = parse(&["--boot", "u-boot", "--hv", "xen"]).unwrap();
+        assert_eq!(u.args.boot, Boot::UBoot);
+        assert!(check_args(&u.args).is_ok());
+        assert!(parse(&["--boot", "grub"]).is_err());
+        // A command line U-Boot's environment cannot carry is refused, clap-style; the
+        // direct boot takes it.
+        let q = parse(&["--boot", "u-boot", "--hv", "xen", "--hv-args", "a='b'"]).unwrap();
+        let e = check_args(&q.args).unwrap_err().to_string();
+        assert!(
+            e.starts_with("error: invalid value 'a='b'' for '--hv-args <OPTIONS>': U-Boot's"),
+            "{e}"
+        );
+        let d = parse(&["--hv", "xen", "--hv-args", "a='b'"]).unwrap();
+        assert!(check_args(&d.args).is_ok());
+        let h = parse(&[
+            "--boot",
+            "u-boot",
+            "--dom0",
+            "hostile",
+            "--dom0-args",
+            "x\ny",
+        ]);
+        assert!(check_args(&h.unwrap().args).is_err());
     }
 
     #[test]

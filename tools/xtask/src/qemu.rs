@@ -5,6 +5,7 @@
 //!   serial0 (pl011@9000000, non-secure)  -> console: stdio / captured, logged
 //!   serial1 (pl011@9040000, secure)      -> OP-TEE's log file
 //!   -bios bios.bin (BL1 + FIP) at 0x0, -dtb at 0x40000000, images via -device loader
+//!   (--boot u-boot) pflash1 at 0x4000000: U-Boot's environment, read-only
 //! ```
 
 use anyhow::{bail, Context, Result};
@@ -114,6 +115,9 @@ pub struct Invocation {
     pub gdb_port: Option<u16>,
     /// A TCG plugin and its arguments (`-plugin file=<so>,<arg>,...`).
     pub plugin: Option<(PathBuf, Vec<String>)>,
+    /// The backing file of the second flash bank (pflash1 at 0x4000000, the one the
+    /// non-secure world sees under secure=on), read-only: U-Boot's environment.
+    pub pflash1: Option<PathBuf>,
 }
 
 impl Invocation {
@@ -122,6 +126,15 @@ impl Invocation {
         let mut a = self.machine.board_args();
         a.extend(["-bios".into(), self.bios.display().to_string()]);
         a.extend(["-dtb".into(), self.dtb.display().to_string()]);
+        if let Some(flash) = &self.pflash1 {
+            a.extend([
+                "-drive".into(),
+                format!(
+                    "if=pflash,unit=1,format=raw,readonly=on,file={}",
+                    flash.display()
+                ),
+            ]);
+        }
         for (file, addr) in &self.loads {
             a.extend([
                 "-device".into(),
@@ -471,7 +484,23 @@ mod tests {
             secure_log: "/r/secure.log".into(),
             gdb_port: None,
             plugin: None,
+            pflash1: None,
         }
+    }
+
+    #[test]
+    fn u_boot_s_environment_is_the_second_flash_bank_read_only() {
+        let mut i = inv(Console::Captured);
+        assert!(!i.args().iter().any(|a| a.contains("pflash")));
+        i.pflash1 = Some("/r/uboot-flash.img".into());
+        let a = i.args();
+        assert!(has_pair(
+            &a,
+            "-drive",
+            "if=pflash,unit=1,format=raw,readonly=on,file=/r/uboot-flash.img"
+        ));
+        // -bios keeps the first bank (the secure flash, TF-A's BL1 and FIP).
+        assert!(has_pair(&a, "-bios", "/c/bios.bin"));
     }
 
     fn has_pair(args: &[String], a: &str, b: &str) -> bool {

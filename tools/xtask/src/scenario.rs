@@ -39,6 +39,10 @@ pub struct Scenario {
     /// What the scenario shows, in a sentence.
     pub description: String,
     pub hv: HvName,
+    /// How the profile is booted: `"direct"` (default) or `"u-boot"`, as `cargo xtask qemu
+    /// --boot`.
+    #[serde(default)]
+    pub boot: crate::profile::Boot,
     /// Shell command run in the guest by /init (Linux dom0; none with `dom0 = "hostile"`).
     #[serde(default)]
     pub run: String,
@@ -418,6 +422,7 @@ fn run_one(ctx: &mut profile::Ctx, s: &Scenario) -> Result<Vec<String>> {
             flavour: crate::xen::Flavour::Release,
             toolstack: s.xen_toolstack,
         },
+        boot: s.boot,
     };
     let mut drift_ctx;
     let ctx = if s.drift.is_empty() {
@@ -526,6 +531,9 @@ fn judge_refusal(s: &Scenario, want: &str) -> Result<Vec<String>> {
         .iter()
         .map(|a| a.to_string())
         .collect();
+    if s.boot == crate::profile::Boot::UBoot {
+        argv.extend(["--boot".to_string(), "u-boot".to_string()]);
+    }
     argv.extend(s.xtask_args.iter().cloned());
     let refusal = match profile::QemuCli::try_parse_from(&argv) {
         Err(e) => Some(e.to_string()),
@@ -847,5 +855,14 @@ mod tests {
         assert!(Scenario::parse("t", &S.replace("timeout_secs = 10", "timeout_secs = 0")).is_err());
         assert!(Scenario::parse("t", &format!("{S}\nunknown = 1")).is_err());
         assert!(Scenario::parse("t", &S.replace("\"none\"", "\"kvm\"")).is_err());
+        assert!(Scenario::parse("t", &format!("{S}\nboot = \"grub\"")).is_err());
+    }
+
+    #[test]
+    fn a_scenario_boots_directly_unless_it_says_u_boot() {
+        use crate::profile::Boot;
+        assert_eq!(Scenario::parse("t", S).unwrap().boot, Boot::Direct);
+        let u = Scenario::parse("t", &format!("{S}\nboot = \"u-boot\"")).unwrap();
+        assert_eq!(u.boot, Boot::UBoot);
     }
 }

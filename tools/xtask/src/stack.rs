@@ -20,6 +20,7 @@ pub struct Stack {
     pub optee: Optee,
     pub kernel: Kernel,
     pub xen: Xen,
+    pub uboot: Uboot,
     /// Guest user-space packages (arm64).
     pub userspace: BTreeMap<String, Pin>,
 }
@@ -103,6 +104,22 @@ pub struct Xen {
     pub toolstack: BTreeMap<String, Pin>,
 }
 
+/// U-Boot (`--boot u-boot`): Debian's prebuilt QEMU build, and how TF-A enters it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uboot {
+    /// The binary package (architecture `all`).
+    pub package: String,
+    pub suite: String,
+    pub version: String,
+    pub why: String,
+    /// The arm64 image inside the package.
+    pub image: String,
+    /// TF-A `make` variables for a U-Boot BL33, `NAME=value`: each replaces the `[tfa]`
+    /// flag of the same name (or is added).
+    pub tfa_flags: Vec<String>,
+}
+
 /// Which OP-TEE build a profile boots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -155,6 +172,12 @@ impl Stack {
             anyhow::ensure!(
                 flag.contains('='),
                 "qemu/stack.toml: TF-A flag {flag:?} is not NAME=value"
+            );
+        }
+        for flag in &stack.uboot.tfa_flags {
+            anyhow::ensure!(
+                flag.contains('='),
+                "qemu/stack.toml: uboot.tfa_flags {flag:?} is not NAME=value"
             );
         }
         for line in stack.xen.config.iter().chain(&stack.xen.debug_config) {
@@ -242,6 +265,32 @@ impl Stack {
         }
     }
 
+    /// U-Boot's package (`--boot u-boot`).
+    pub fn want_uboot(&self) -> Want {
+        let u = &self.uboot;
+        Want {
+            id: format!("uboot/{}", u.package),
+            what: What::Deb(u.package.clone()),
+            suite: u.suite.clone(),
+            constraint: u.version.clone(),
+            why: Some(u.why.clone()),
+        }
+    }
+
+    /// TF-A's flags for a BL33 that is U-Boot: `[tfa].flags` with `[uboot].tfa_flags`
+    /// replacing the flags of the same name, in their place (a new name goes last).
+    pub fn tfa_flags_for_uboot(&self) -> Vec<String> {
+        let name = |f: &str| f.split_once('=').map_or(f, |(n, _)| n).to_string();
+        let mut flags = self.tfa.flags.clone();
+        for over in &self.uboot.tfa_flags {
+            match flags.iter_mut().find(|f| name(f) == name(over)) {
+                Some(f) => *f = over.clone(),
+                None => flags.push(over.clone()),
+            }
+        }
+        flags
+    }
+
     /// The OP-TEE OS package and its TA dev kit.
     pub fn want_optee(&self) -> [Want; 2] {
         let o = &self.optee;
@@ -302,6 +351,7 @@ impl Stack {
         v.extend(self.want_userspace());
         v.push(self.want_xen());
         v.extend(self.want_toolstack());
+        v.push(self.want_uboot());
         v
     }
 }
@@ -334,6 +384,32 @@ mod tests {
         assert!(ids.contains("userspace/libc6"));
         assert!(ids.contains("kernel/6.1") && ids.contains("kernel/6.12"));
         assert!(ids.contains("tfa/arm-trusted-firmware"));
+        assert!(ids.contains("uboot/u-boot-qemu"));
+    }
+
+    #[test]
+    fn u_boot_s_tfa_flags_replace_the_ones_of_the_same_name() {
+        let s = Stack::load().unwrap();
+        let f = s.tfa_flags_for_uboot();
+        assert_eq!(f.len(), s.tfa.flags.len());
+        assert!(f.contains(&"PRELOADED_BL33_BASE=0x44000000".to_string()));
+        assert!(f.contains(&"ARM_LINUX_KERNEL_AS_BL33=0".to_string()));
+        assert!(!f.iter().any(|x| x == "PRELOADED_BL33_BASE=0x60000000"));
+        // Everything else, in its place.
+        for (a, b) in s.tfa.flags.iter().zip(&f) {
+            assert!(
+                a == b || a.split('=').next() == b.split('=').next(),
+                "{a} {b}"
+            );
+        }
+        let added = committed().replace(
+            "\"ARM_LINUX_KERNEL_AS_BL33=0\"]",
+            "\"ARM_LINUX_KERNEL_AS_BL33=0\", \"DEBUG=1\"]",
+        );
+        let s = Stack::parse(&added).unwrap();
+        assert_eq!(s.tfa_flags_for_uboot().last().unwrap(), "DEBUG=1");
+        let bad = committed().replace("\"ARM_LINUX_KERNEL_AS_BL33=0\"]", "\"DEBUG\"]");
+        assert!(format!("{:#}", Stack::parse(&bad).unwrap_err()).contains("uboot.tfa_flags"));
     }
 
     #[test]

@@ -5,8 +5,12 @@
 //!  bios.bin = bl1.bin, padded to 0x40000 | fip.bin (BL2, BL31, BL32 = OP-TEE header+pager)
 //!             ^ QEMU -bios maps it at 0x0 (secure flash), BL1 finds the FIP at 0x40000
 //! ```
+//!
+//! BL31 enters a BL33 that QEMU's loader preloaded (`PRELOADED_BL33_BASE`): the direct
+//! boot's Linux, moat or Xen at 0x60000000, or, with `--boot u-boot`, U-Boot at the address
+//! `[uboot].tfa_flags` gives ([`Stack::tfa_flags_for_uboot`]): another build, another key.
 
-use crate::profile::Ctx;
+use crate::profile::{Boot, Ctx};
 use crate::stack::{OpteeFlavour, Stack};
 use crate::step::{self, Key};
 use anyhow::{ensure, Context, Result};
@@ -85,9 +89,18 @@ pub fn bl32_images(optee_root: &Path, stack: &Stack, flavour: OpteeFlavour) -> [
     .map(|f| d.join(f))
 }
 
+/// TF-A's `make` variables for a boot: the manifest's `[tfa].flags`, or for U-Boot those
+/// with `[uboot].tfa_flags` in place of the ones of the same name.
+pub fn flags(stack: &Stack, boot: Boot) -> Vec<String> {
+    match boot {
+        Boot::Direct => stack.tfa.flags.clone(),
+        Boot::UBoot => stack.tfa_flags_for_uboot(),
+    }
+}
+
 /// The `make` command line for TF-A, as data.
 pub fn make_args(
-    stack: &Stack,
+    flags: &[String],
     bl32: &[PathBuf; 3],
     build_base: &Path,
     jobs: usize,
@@ -96,7 +109,7 @@ pub fn make_args(
         format!("-j{jobs}"),
         "CROSS_COMPILE=aarch64-linux-gnu-".to_string(),
     ];
-    args.extend(stack.tfa.flags.iter().cloned());
+    args.extend(flags.iter().cloned());
     args.push(format!("BL32={}", bl32[0].display()));
     args.push(format!("BL32_EXTRA1={}", bl32[1].display()));
     args.push(format!("BL32_EXTRA2={}", bl32[2].display()));
@@ -105,26 +118,40 @@ pub fn make_args(
     args
 }
 
-/// Build TF-A for `flavour` and return the `-bios` image, with OP-TEE from [`optee`].
-pub fn build(ctx: &mut Ctx, optee: &OpteeRoot, flavour: OpteeFlavour) -> Result<PathBuf> {
+/// Build TF-A for `flavour` and the BL33 of `boot`, and return the `-bios` image, with
+/// OP-TEE from [`optee`]. The flags are part of the key, so the U-Boot build never reuses
+/// the direct one's artefact (or the other way round).
+pub fn build(
+    ctx: &mut Ctx,
+    optee: &OpteeRoot,
+    flavour: OpteeFlavour,
+    boot: Boot,
+) -> Result<PathBuf> {
     let (tree, src_key) = source(ctx)?;
     let stack = &ctx.stack;
     let bl32 = bl32_images(&optee.root, stack, flavour);
+    let flags = flags(stack, boot);
     let mut key = Key::new("tfa")
         .with("source", src_key)
-        .with("flags", stack.tfa.flags.join(" "))
+        .with("flags", flags.join(" "))
         .with("optee", format!("{} {flavour:?}", optee.key));
     for (i, f) in bl32.iter().enumerate() {
         key = key.with_file(&format!("bl32[{i}]"), f)?;
     }
-    let title = format!("TF-A {} with OP-TEE ({flavour:?})", stack.tfa.version);
+    let title = match boot {
+        Boot::Direct => format!("TF-A {} with OP-TEE ({flavour:?})", stack.tfa.version),
+        Boot::UBoot => format!(
+            "TF-A {} with OP-TEE ({flavour:?}), BL33 = U-Boot",
+            stack.tfa.version
+        ),
+    };
     let dir = step::cached(&ctx.cache, &key, &title, |out, log| {
         let jobs = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
         let build_base = out.join("build");
         log.run(Command::new("make").current_dir(&tree).args(make_args(
-            stack,
+            &flags,
             &bl32,
             &build_base,
             jobs,
@@ -159,7 +186,7 @@ mod tests {
     fn make_line_carries_pinned_flags_and_bl32() {
         let stack = Stack::load().unwrap();
         let bl32 = bl32_images(Path::new("/o"), &stack, OpteeFlavour::Virtualized);
-        let args = make_args(&stack, &bl32, Path::new("/b"), 2);
+        let args = make_args(&flags(&stack, Boot::Direct), &bl32, Path::new("/b"), 2);
         assert!(args.contains(&"SPD=opteed".to_string()));
         assert!(args.contains(&"QEMU_USE_GIC_DRIVER=QEMU_GICV3".to_string()));
         assert!(args.contains(&"PRELOADED_BL33_BASE=0x60000000".to_string()));
@@ -170,5 +197,18 @@ mod tests {
             .iter()
             .any(|a| a.starts_with("BL32_EXTRA2=") && a.ends_with("tee-pageable_v2.bin")));
         assert_eq!(&args[args.len() - 2..], ["all", "fip"]);
+        // U-Boot's build: entered elsewhere, with the bootloader's x0, and nothing else
+        // differs.
+        let u = make_args(&flags(&stack, Boot::UBoot), &bl32, Path::new("/b"), 2);
+        assert!(u.contains(&"PRELOADED_BL33_BASE=0x44000000".to_string()));
+        assert!(u.contains(&"ARM_LINUX_KERNEL_AS_BL33=0".to_string()));
+        let differ: Vec<_> = args.iter().filter(|a| !u.contains(a)).collect();
+        assert_eq!(
+            differ,
+            [
+                "PRELOADED_BL33_BASE=0x60000000",
+                "ARM_LINUX_KERNEL_AS_BL33=1"
+            ]
+        );
     }
 }

@@ -308,14 +308,16 @@ fn toolstack_initramfs(ctx: &mut Ctx, kernel: &Kernel, initramfs: &Path) -> Resu
     Ok(dir.join("initramfs.cpio"))
 }
 
-/// The `--hv xen` profile: the common pieces with the NS-virtualized OP-TEE, and Xen as BL33.
+/// The `--hv xen` profile: the common pieces with the NS-virtualized OP-TEE, and Xen as BL33
+/// (or booted by U-Boot, `boot`).
 pub fn prepare(
     ctx: &mut Ctx,
     machine: &Machine,
     opts: Options,
     kernel: Option<&str>,
+    boot: profile::Boot,
 ) -> Result<Prepared> {
-    let c = profile::prepare_common(ctx, OpteeFlavour::Virtualized, machine, kernel)?;
+    let c = profile::prepare_common(ctx, OpteeFlavour::Virtualized, machine, kernel, boot)?;
     let xen = build(ctx, opts.flavour)?;
     let initramfs = if opts.toolstack {
         toolstack_initramfs(ctx, &c.kernel, &c.initramfs)?
