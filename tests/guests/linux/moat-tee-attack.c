@@ -18,6 +18,20 @@
  *       call is refused. Each attempt is announced before it is made, so when OP-TEE dies
  *       on one, the console's last "trying" line names it.
  *
+ *   moat-tee-attack hold SECONDS
+ *       Not an attack: the witness of one. Open one session to invoke_tests.pta and invoke
+ *       it every 50 ms for SECONDS seconds with a command the PTA does not know, which it
+ *       answers TEE_ERROR_BAD_PARAMETERS, origin TRUSTED_APP: an answer from the PTA
+ *       itself, so the session is alive. Any other answer means the session (or the TEE)
+ *       was taken from this guest, for example by another guest's destruction:
+ *
+ *   moat-tee-attack: hold: session open
+ *   moat-tee-attack: hold: N invokes in S s, every one answered by the PTA
+ *   moat-tee-attack: hold: invoke K: TEE result 0x... origin O, not the PTA's answer
+ *
+ *       The first line is printed once the session is open, the last two at the end
+ *       (exit 0) or at the first wrong answer (exit 1).
+ *
  * Output, one line each (scenarios and the limits' derivation read them):
  *
  *   moat-tee-attack: map nbuf N pages P: trying
@@ -37,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAGE 4096u
@@ -45,6 +60,11 @@
 #define MAX_PAGES 8192u
 /* A command id invoke_tests.pta does not know: it answers TEE_ERROR_BAD_PARAMETERS. */
 #define UNKNOWN_CMD 0x7fffffffu
+/* GlobalPlatform's codes (tee_client_api.h). */
+#define TEE_ERROR_BAD_PARAMETERS 0xffff0006u
+#define TEE_ORIGIN_TRUSTED_APP 4u
+/* The longest `hold`: an hour. */
+#define MAX_HOLD_SECONDS 3600u
 
 /* invoke_tests.pta (OP-TEE core/pta/tests/invoke.c, lib/libutee/include/pta_invoke_tests.h):
  * d96a5b40-c3e5-21e3-8794-1002a5d5c61b, in TEE_IOC_OPEN_SESSION's octet order. */
@@ -149,9 +169,55 @@ static int map(uint32_t session, uint8_t *mem, unsigned nbuf, unsigned pages)
 	return refused;
 }
 
+static double now(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* `hold SECONDS`: one session, invoked every 50 ms; see the header. */
+static int hold(uint32_t session, unsigned seconds)
+{
+	struct {
+		struct tee_ioctl_invoke_arg arg;
+		struct tee_ioctl_param params[4];
+	} req;
+	struct tee_ioctl_buf_data buf = { .buf_ptr = (uintptr_t)&req, .buf_len = sizeof(req) };
+	double start = now();
+	unsigned long n = 0;
+
+	printf("moat-tee-attack: hold: session open\n");
+	fflush(stdout);
+	while (now() - start < seconds) {
+		memset(&req, 0, sizeof(req));
+		req.arg.func = UNKNOWN_CMD;
+		req.arg.session = session;
+		req.arg.num_params = 4;
+		n++;
+		if (ioctl(tee_fd, TEE_IOC_INVOKE, &buf) != 0) {
+			printf("moat-tee-attack: hold: invoke %lu: refused (errno %d: %s), not the "
+			       "PTA's answer\n", n, errno, strerror(errno));
+			return 1;
+		}
+		if (req.arg.ret != TEE_ERROR_BAD_PARAMETERS ||
+		    req.arg.ret_origin != TEE_ORIGIN_TRUSTED_APP) {
+			printf("moat-tee-attack: hold: invoke %lu: TEE result %#x origin %u, not the "
+			       "PTA's answer\n", n, req.arg.ret, req.arg.ret_origin);
+			return 1;
+		}
+		usleep(50000);
+	}
+	printf("moat-tee-attack: hold: %lu invokes in %u s, every one answered by the PTA\n",
+	       n, seconds);
+	return 0;
+}
+
 static void usage(void)
 {
-	printf("usage: moat-tee-attack map NBUF PAGES | sweep NBUF FROM TO STEP\n");
+	printf("usage: moat-tee-attack map NBUF PAGES | sweep NBUF FROM TO STEP | "
+	       "hold SECONDS\n");
 	exit(2);
 }
 
@@ -163,6 +229,14 @@ int main(int argc, char **argv)
 
 	if (argc < 2)
 		usage();
+	if (!strcmp(argv[1], "hold") && argc == 3) {
+		unsigned seconds = number(argv[2], MAX_HOLD_SECONDS);
+
+		tee_fd = open("/dev/tee0", O_RDWR);
+		if (tee_fd < 0)
+			die("open /dev/tee0");
+		return hold(open_session(), seconds);
+	}
 	if (!strcmp(argv[1], "map") && argc == 4) {
 		nbuf = number(argv[2], MAX_BUFS);
 		from = to = number(argv[3], MAX_PAGES);

@@ -179,9 +179,10 @@ pub struct QemuArgs {
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1",
           value_parser = clap::value_parser!(u32).range(1..=MAX_DOMUS as i64))]
     pub domu: Option<u32>,
-    /// With --domu: run this shell command in every domU instead of its shell.
-    #[arg(long, value_name = "CMD", requires = "domu")]
-    pub domu_run: Option<String>,
+    /// With --domu: run this shell command in the domUs instead of their shell. Once: every
+    /// domU runs it; once per domU (repeated, in order d1, d2, ...): each runs its own.
+    #[arg(long, value_name = "CMD", requires = "domu", action = clap::ArgAction::Append)]
+    pub domu_run: Vec<String>,
     /// With --hv moat: what dom0 boots. `hostile` runs the hostile guest's campaign
     /// instead of Linux (no shell, no --run); xtask exits with its status (0: nothing
     /// found, 1: findings, 2: it could not run, 3: it crashed).
@@ -356,6 +357,19 @@ impl Prepared {
             Dom0Boot::Linux => run_exit(line),
             Dom0Boot::Hostile { .. } => crate::hostile::exit_status(line),
         }
+    }
+}
+
+/// The command of each of `n` domUs from `--domu-run` (or a scenario's `domu_run`s): none
+/// (their shells), one for all, or exactly one per domU.
+pub fn domu_runs(runs: &[String], n: u32) -> Result<Vec<Option<String>>> {
+    match runs.len() {
+        0 => Ok(vec![None; n as usize]),
+        1 => Ok(vec![Some(runs[0].clone()); n as usize]),
+        k if k == n as usize => Ok(runs.iter().cloned().map(Some).collect()),
+        k => anyhow::bail!(
+            "{k} domU commands for {n} domUs: give one for all of them, or one per domU"
+        ),
     }
 }
 
@@ -853,11 +867,12 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
             args.hv == Hv::Moat,
             "--domu is moat's dom0less domU; under --hv xen use --xen-toolstack (xl)"
         );
-        for _ in 0..n {
+        let runs = domu_runs(&args.domu_run, n)?;
+        for run in runs {
             add_domu(
                 &mut p,
                 DomUReq {
-                    run: args.domu_run.clone(),
+                    run,
                     memory_mib: DOMU_MEMORY_MIB,
                     cpus: 1,
                     tee: true,
@@ -955,6 +970,22 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn domu_commands_are_one_for_all_or_one_each() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(domu_runs(&[], 2).unwrap(), vec![None, None]);
+        assert_eq!(
+            domu_runs(&s(&["a"]), 2).unwrap(),
+            vec![Some("a".into()), Some("a".into())]
+        );
+        assert_eq!(
+            domu_runs(&s(&["a", "b"]), 2).unwrap(),
+            vec![Some("a".into()), Some("b".into())]
+        );
+        let e = domu_runs(&s(&["a", "b"]), 3).unwrap_err().to_string();
+        assert!(e.contains("2 domU commands for 3 domUs"), "{e}");
+    }
 
     #[test]
     fn xtask_refuses_what_moat_would_refuse_and_typos_moat_would_ignore() {

@@ -108,6 +108,9 @@ pub struct Scenario {
     /// With `domus`: the command every domU runs.
     #[serde(default)]
     pub domu_run: Option<String>,
+    /// With `domus`: one command per domU, in order (d1, d2, ...); not with `domu_run`.
+    #[serde(default)]
+    pub domu_runs: Vec<String>,
     /// The guest's power-off must end QEMU by itself (checked after the command exits).
     #[serde(default)]
     pub poweroff: bool,
@@ -453,11 +456,22 @@ fn run_one(ctx: &mut profile::Ctx, s: &Scenario) -> Result<Vec<String>> {
             s.name
         );
     }
-    for _ in 0..s.domus {
+    anyhow::ensure!(
+        s.domu_run.is_none() || s.domu_runs.is_empty(),
+        "scenario {}: domu_run (one for all) and domu_runs (one each) exclude each other",
+        s.name
+    );
+    let runs: Vec<String> = s
+        .domu_run
+        .iter()
+        .cloned()
+        .chain(s.domu_runs.clone())
+        .collect();
+    for run in profile::domu_runs(&runs, s.domus)? {
         profile::add_domu(
             &mut p,
             profile::DomUReq {
-                run: s.domu_run.clone(),
+                run,
                 memory_mib: profile::DOMU_MEMORY_MIB,
                 cpus: 1,
                 tee: true,
