@@ -601,7 +601,7 @@ pub fn start(dtb: u64, stack_top: u64) -> ! {
     let probe = cfg
         .optee
         .is_some()
-        .then(|| tee::init(cfg.hv_args.trace_smc));
+        .then(|| tee::init(cfg.hv_args.trace_smc, cfg.hv_args.trace_msg));
     // dom0 has the TEE unless it opted out (counted as the plan counts it); its calls are
     // refused later if the mediator did not come up.
     let dom0_tee = hv_core::domu::dom0_has_tee(&cfg);

@@ -38,6 +38,9 @@ const PAGE: usize = 4096;
 /// `trace=smc` on moat's command line: log every mediated call.
 static TRACE_SMC: AtomicBool = AtomicBool::new(false);
 
+/// `trace=msg` (`--trace smc=msg`): log every OP-TEE message decoded, pages as IPA -> PA.
+static TRACE_MSG: AtomicBool = AtomicBool::new(false);
+
 /// Generic-timer ticks per millisecond (CNTFRQ_EL0 / 1000, at least 1), set by `init`.
 static TICKS_PER_MS: AtomicU64 = AtomicU64::new(1);
 
@@ -242,13 +245,25 @@ fn ours(page: &HvPage) -> bool {
     pa.is_multiple_of(PAGE as u64) && crate::mem::heap_contains(pa, PAGE as u64)
 }
 
-/// Logs mediated calls when `trace=smc` is set.
+/// Logs mediated calls when `trace=smc` is set, and decoded messages when `trace=msg` is.
+/// Off, each costs the mediator one flag load per trap: no record is built.
 pub struct Tracer;
 
 impl Trace for Tracer {
     const ENABLED: bool = true;
+    fn smc_on(&self) -> bool {
+        TRACE_SMC.load(Ordering::Relaxed)
+    }
+    fn msg_on(&self) -> bool {
+        TRACE_MSG.load(Ordering::Relaxed)
+    }
+    fn msg(&self, r: &mediator::MsgRecord<'_>) {
+        for line in mediator::msg_lines(r) {
+            log::info!("msg: {line}");
+        }
+    }
     fn smc(&self, r: &SmcRecord) {
-        if TRACE_SMC.load(Ordering::Relaxed) {
+        {
             log::info!(
                 "smc: d{} {} ({:#010x}) a1..a6 {:x?}, {} pages translated -> {} ({:#x}){}{}",
                 r.vm.0,
@@ -423,8 +438,9 @@ impl GuestMemory for DomainMemory<'_> {
 pub type Pins = Mutex<hv_core::pins::PinTable>;
 
 /// Probe OP-TEE and start the mediator. Returns what the probe found, for the banner.
-pub fn init(trace_smc: bool) -> Result<mediator::Probe, mediator::Error> {
+pub fn init(trace_smc: bool, trace_msg: bool) -> Result<mediator::Probe, mediator::Error> {
     TRACE_SMC.store(trace_smc, Ordering::Relaxed);
+    TRACE_MSG.store(trace_msg, Ordering::Relaxed);
     TICKS_PER_MS.store((arch::counter_frequency() / 1000).max(1), Ordering::Relaxed);
     let m = Mediator::probe(Monitor, Pages, Tracer, Limits::default())?;
     Ok(MEDIATOR.call_once(|| m).probe_result())

@@ -564,6 +564,59 @@ impl MsgArg {
     }
 }
 
+/// The name of a message command (`OPTEE_MSG_CMD_*`), for traces (`"?"` if unknown).
+pub const fn msg_cmd_name(cmd: u32) -> &'static str {
+    match cmd {
+        OPTEE_MSG_CMD_OPEN_SESSION => "OPEN_SESSION",
+        OPTEE_MSG_CMD_INVOKE_COMMAND => "INVOKE_COMMAND",
+        OPTEE_MSG_CMD_CLOSE_SESSION => "CLOSE_SESSION",
+        OPTEE_MSG_CMD_CANCEL => "CANCEL",
+        OPTEE_MSG_CMD_REGISTER_SHM => "REGISTER_SHM",
+        OPTEE_MSG_CMD_UNREGISTER_SHM => "UNREGISTER_SHM",
+        OPTEE_MSG_CMD_DO_BOTTOM_HALF => "DO_BOTTOM_HALF",
+        OPTEE_MSG_CMD_STOP_ASYNC_NOTIF => "STOP_ASYNC_NOTIF",
+        _ => "?",
+    }
+}
+
+/// The name of an RPC command (`OPTEE_RPC_CMD_*`), for traces (`"?"` if unknown).
+pub const fn rpc_cmd_name(cmd: u32) -> &'static str {
+    match cmd {
+        OPTEE_RPC_CMD_LOAD_TA => "LOAD_TA",
+        OPTEE_RPC_CMD_RPMB => "RPMB",
+        OPTEE_RPC_CMD_FS => "FS",
+        OPTEE_RPC_CMD_GET_TIME => "GET_TIME",
+        OPTEE_RPC_CMD_NOTIFICATION => "NOTIFICATION",
+        OPTEE_RPC_CMD_SUSPEND => "SUSPEND",
+        OPTEE_RPC_CMD_SHM_ALLOC => "SHM_ALLOC",
+        OPTEE_RPC_CMD_SHM_FREE => "SHM_FREE",
+        OPTEE_RPC_CMD_GPROF => "GPROF",
+        OPTEE_RPC_CMD_SOCKET => "SOCKET",
+        OPTEE_RPC_CMD_FTRACE => "FTRACE",
+        OPTEE_RPC_CMD_PLUGIN => "PLUGIN",
+        OPTEE_RPC_CMD_BENCH_REG => "BENCH_REG",
+        OPTEE_RPC_CMD_I2C_TRANSFER => "I2C_TRANSFER",
+        _ => "?",
+    }
+}
+
+/// The name of a parameter's type (`attr`'s `OPTEE_MSG_ATTR_TYPE_*`), for traces.
+pub const fn attr_type_name(attr: u64) -> &'static str {
+    match attr & OPTEE_MSG_ATTR_TYPE_MASK {
+        OPTEE_MSG_ATTR_TYPE_NONE => "NONE",
+        OPTEE_MSG_ATTR_TYPE_VALUE_INPUT => "VALUE_INPUT",
+        OPTEE_MSG_ATTR_TYPE_VALUE_OUTPUT => "VALUE_OUTPUT",
+        OPTEE_MSG_ATTR_TYPE_VALUE_INOUT => "VALUE_INOUT",
+        OPTEE_MSG_ATTR_TYPE_RMEM_INPUT => "RMEM_INPUT",
+        OPTEE_MSG_ATTR_TYPE_RMEM_OUTPUT => "RMEM_OUTPUT",
+        OPTEE_MSG_ATTR_TYPE_RMEM_INOUT => "RMEM_INOUT",
+        OPTEE_MSG_ATTR_TYPE_TMEM_INPUT => "TMEM_INPUT",
+        OPTEE_MSG_ATTR_TYPE_TMEM_OUTPUT => "TMEM_OUTPUT",
+        OPTEE_MSG_ATTR_TYPE_TMEM_INOUT => "TMEM_INOUT",
+        _ => "?",
+    }
+}
+
 /// The OP-TEE name of an SMC function ID, for traces (`"?"` if unknown).
 pub const fn function_name(fid: u32) -> &'static str {
     match fid {

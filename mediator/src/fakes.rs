@@ -25,7 +25,7 @@ use crate::abi::{self, regpair, split_regpair, MsgArg, MsgArgHeader, MsgParam};
 use crate::ports::{
     Access, GuestMemory, HvPage, HvPages, Ipa, Lock, MemFault, PhysAddr, SecureMonitor,
 };
-use crate::trace::{SmcRecord, Trace};
+use crate::trace::{MsgDir, MsgRecord, SmcRecord, Trace};
 
 /// Guest RAM starts here in every VM (same IPAs, different frames).
 pub const RAM_BASE: u64 = 0x4000_0000;
@@ -963,13 +963,48 @@ impl Lock for FakeLock {
 // Trace recorder.
 // ---------------------------------------------------------------------------------------
 
-/// Keeps every record.
+/// A decoded parameter as the recorder keeps it: as the guest has it, as OP-TEE has it, and
+/// its pages (IPA, PA).
+pub type ParamSeen = (MsgParam, MsgParam, Vec<(Ipa, PhysAddr)>);
+
+/// A decoded message as the recorder keeps it (`MsgRecord`, owned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MsgSeen {
+    pub vm: crate::ports::VmId,
+    pub call: u32,
+    pub dir: MsgDir,
+    pub header: MsgArgHeader,
+    /// Per parameter: as the guest has it, as OP-TEE has it, and its pages.
+    pub params: Vec<ParamSeen>,
+}
+
+/// Keeps every record, and every decoded message (`msg_on` is always true, so the tests
+/// and the fuzz driver run the decoding paths too).
 #[derive(Default, Clone)]
-pub struct Recorder(pub Rc<RefCell<Vec<SmcRecord>>>);
+pub struct Recorder(
+    pub Rc<RefCell<Vec<SmcRecord>>>,
+    pub Rc<RefCell<Vec<MsgSeen>>>,
+);
 
 impl Trace for Recorder {
     const ENABLED: bool = true;
     fn smc(&self, record: &SmcRecord) {
         self.0.borrow_mut().push(*record);
+    }
+    fn msg_on(&self) -> bool {
+        true
+    }
+    fn msg(&self, r: &MsgRecord<'_>) {
+        self.1.borrow_mut().push(MsgSeen {
+            vm: r.vm,
+            call: r.call,
+            dir: r.dir,
+            header: r.header,
+            params: r
+                .params
+                .iter()
+                .map(|p| (p.guest, p.optee, p.pages.to_vec()))
+                .collect(),
+        });
     }
 }

@@ -52,7 +52,7 @@ pub use ports::{
     Access, GuestMemory, HvPage, HvPages, Ipa, Lock, MemFault, PhysAddr, SecureMonitor, VmId,
 };
 pub use probe::{probe, Probe};
-pub use trace::{NoTrace, SmcRecord, Trace};
+pub use trace::{msg_lines, MsgDir, MsgRecord, NoTrace, ParamRecord, SmcRecord, Trace};
 
 #[cfg(test)]
 mod tests;

@@ -103,7 +103,7 @@ use crate::ports::{
 use crate::probe::Probe;
 use crate::shm::{free_pages, pin_noncontig, unpin_all, Budget, Pinned, Room};
 use crate::shmspace::{Owner, ShmSpace};
-use crate::trace::{NoTrace, SmcRecord, Trace};
+use crate::trace::{MsgDir, MsgRecord, NoTrace, ParamRecord, SmcRecord, Trace};
 
 /// Normal-world capabilities the mediator ever forwards: none. A guest's UNIPROCESSOR
 /// claim would make OP-TEE map that guest's buffers non-shareable, which is wrong on the
@@ -917,7 +917,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                     // OP-TEE's outcome commits a REGISTER_SHM or UNREGISTER_SHM as it would
                     // have for the guest; nothing reaches the guest's memory (`Deferred`).
                     let a0 = a0.unwrap_or(abi::OPTEE_SMC_RETURN_ERESUME);
-                    self.complete_call(v, &mut later, id, call, a0);
+                    self.complete_call(victim, v, &mut later, (id, call), a0);
                 }
                 for c in shm_freed {
                     if v.bufs.get(&c).is_some_and(|b| b.kind == BufKind::RpcAlloc) {
@@ -1174,7 +1174,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                         s.in_flight += 1;
                         fwd
                     }
-                    None => Next::Reply(self.complete(&mut s.vm, mem, id, limit)),
+                    None => Next::Reply(self.complete(vm, &mut s.vm, mem, id, limit)),
                 }
             }),
         }
@@ -1183,7 +1183,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
     /// The guest's x0..x7 at the end of a trap (a4..a7 preserved, per the SMC calling
     /// convention), traced with no lock held.
     fn reply(&self, vm: VmId, regs: &[u64; 8], trap: &Trap, head: [u64; 4]) -> [u64; 8] {
-        if T::ENABLED {
+        if T::ENABLED && self.trace.smc_on() {
             let mut args = [0u64; 6];
             args.copy_from_slice(&regs[1..7]);
             self.trace.smc(&SmcRecord {
@@ -1448,10 +1448,117 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             self.release_call_resources(mem, v, call);
             return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_OK));
         }
+        if T::ENABLED && self.trace.msg_on() {
+            self.trace_call(vm, v, id, &call);
+        }
         self.pages.write_words(&call.shadow, 0, call.out.words());
         let fwd = entry_regs(vm, &call);
         v.calls.insert(id, call);
         Next::Forward(fwd, Awaiting::Enter(id))
+    }
+
+    /// `--trace smc=msg`: the call as OP-TEE gets it, each page of each page list as
+    /// IPA → PA (read back from the rebuilt list). Only built while the tracer asks.
+    fn trace_call(&self, vm: VmId, v: &Vm, id: u32, call: &Call) {
+        let mut temps = call.temps.iter();
+        let mut pages: Vec<Vec<(Ipa, PhysAddr)>> = Vec::new();
+        for i in 0..call.arg.len() {
+            let (g, o) = (call.arg.param(i), call.out.param(i));
+            let ipas = match g.kind() {
+                Some(ParamKind::Tmem { .. }) if g.is_noncontig() => {
+                    if call.arg.cmd() == abi::OPTEE_MSG_CMD_REGISTER_SHM {
+                        v.bufs.get(&g.u2).map(|b| &b.pinned.ipas[..])
+                    } else {
+                        temps.next().map(|t| &t.ipas[..])
+                    }
+                }
+                _ => None,
+            };
+            pages.push(ipas.map_or_else(Vec::new, |ipas| self.list_pairs(&call.lists, o.u0, ipas)));
+        }
+        let params: Vec<ParamRecord<'_>> = pages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ParamRecord {
+                guest: call.arg.param(i),
+                optee: call.out.param(i),
+                pages: p,
+            })
+            .collect();
+        self.trace.msg(&MsgRecord {
+            vm,
+            call: id,
+            dir: MsgDir::Call,
+            header: call.out.header(),
+            params: &params,
+        });
+    }
+
+    /// `--trace smc=msg`: OP-TEE's answer, as the guest gets it.
+    fn trace_return(&self, vm: VmId, id: u32, call: &Call) {
+        let params: Vec<ParamRecord<'_>> = (0..call.arg.len())
+            .map(|i| ParamRecord {
+                guest: call.arg.param(i),
+                optee: call.out.param(i),
+                pages: &[],
+            })
+            .collect();
+        self.trace.msg(&MsgRecord {
+            vm,
+            call: id,
+            dir: MsgDir::Return,
+            header: call.arg.header(),
+            params: &params,
+        });
+    }
+
+    /// The (IPA, PA) pairs of a rebuilt page list: `buf_ptr` names its first page (among
+    /// `lists`, with the pages that follow it in order), `ipas` the guest pages it lists.
+    fn list_pairs(&self, lists: &[HvPage], buf_ptr: u64, ipas: &[Ipa]) -> Vec<(Ipa, PhysAddr)> {
+        let first = buf_ptr & !(abi::NONCONTIG_PAGE_SIZE - 1);
+        let Some(k) = lists.iter().position(|p| p.phys().raw() == first) else {
+            return Vec::new();
+        };
+        let per = abi::PAGELIST_ENTRIES_PER_PAGE;
+        let mut out = Vec::with_capacity(ipas.len());
+        for (i, ipa) in ipas.iter().enumerate() {
+            let Some(page) = lists.get(k + i / per) else {
+                break;
+            };
+            let mut w = [0u64; 1];
+            self.pages.read_words(page, (i % per) * 8, &mut w);
+            out.push((*ipa, PhysAddr(w[0])));
+        }
+        out
+    }
+
+    /// `--trace smc=msg`: an RPC request (`dir` Rpc) or the guest's answer to one
+    /// (RpcAnswer; `pages` for a buffer the answer allocated).
+    fn trace_rpc(
+        &self,
+        vm: VmId,
+        id: u32,
+        dir: MsgDir,
+        (guest, optee): (&MsgArg, &MsgArg),
+        pages: &[(Ipa, PhysAddr)],
+    ) {
+        let params: Vec<ParamRecord<'_>> = optee
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, o)| ParamRecord {
+                guest: guest.params.get(i).copied().unwrap_or_default(),
+                optee: *o,
+                pages: if i == 0 { pages } else { &[] },
+            })
+            .collect();
+        self.trace.msg(&MsgRecord {
+            vm,
+            call: id,
+            dir,
+            header: optee.header,
+            params: &params,
+        });
     }
 
     /// A call record for a new call of `v`, from its spares (with the shadow page it had:
@@ -1773,7 +1880,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             return Next::Reap(Refused::Call(id));
         }
         if !abi::is_rpc(a0) {
-            return Next::Reply(self.complete(v, mem, id, a0));
+            return Next::Reply(self.complete(vm, v, mem, id, a0));
         }
         let Some(call) = v.calls.get_mut(&id) else {
             return Next::Reply(err_regs(abi::OPTEE_SMC_RETURN_ERESUME));
@@ -1819,6 +1926,9 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                 let cookie = regpair(r[1], r[2]);
                 match self.rpc_cmd_to_guest(v, mem, id, cookie) {
                     Ok(rpc) => {
+                        if T::ENABLED && self.trace.msg_on() {
+                            self.trace_rpc(vm, id, MsgDir::Rpc, (&rpc, &rpc), &[]);
+                        }
                         if let Some(call) = v.calls.get_mut(&id) {
                             call.state = CallState::Waiting(Wait::Cmd { cookie, rpc });
                         }
@@ -1900,9 +2010,16 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
     }
 
     /// Call `id` returned from OP-TEE with `a0`: commit, copy back, release (`complete_call`).
-    fn complete<G: GuestMemory>(&self, v: &mut Vm, mem: &mut G, id: u32, a0: u32) -> [u64; 4] {
+    fn complete<G: GuestMemory>(
+        &self,
+        vm: VmId,
+        v: &mut Vm,
+        mem: &mut G,
+        id: u32,
+        a0: u32,
+    ) -> [u64; 4] {
         if let Some(call) = v.calls.remove(&id) {
-            self.complete_call(v, mem, id, call, a0);
+            self.complete_call(vm, v, mem, (id, call), a0);
         }
         err_regs(a0)
     }
@@ -1913,10 +2030,10 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
     /// belong to an open call.
     fn complete_call<G: GuestMemory>(
         &self,
+        vm: VmId,
         v: &mut Vm,
         mem: &mut G,
-        id: u32,
-        mut call: Box<Call>,
+        (id, mut call): (u32, Box<Call>),
         a0: u32,
     ) {
         for ra in v.rpc_args.values_mut().filter(|ra| ra.call == Some(id)) {
@@ -1951,6 +2068,9 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         }
         if success && read {
             copy_back(mem, &mut call);
+            if T::ENABLED && self.trace.msg_on() {
+                self.trace_return(vm, id, &call);
+            }
         }
         self.release_call_resources(mem, v, call);
     }
@@ -1998,7 +2118,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             Wait::Free | Wait::ForeignIntr => preserved,
             Wait::Pending { a1, a2, a4, a5 } => [a1, a2, a4, a5],
             Wait::Cmd { cookie, rpc } => {
-                self.rpc_cmd_from_guest(v, mem, id, cookie, &rpc, trap);
+                self.rpc_cmd_from_guest(vm, v, mem, (id, cookie), &rpc, trap);
                 preserved
             }
         };
@@ -2078,10 +2198,10 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
     /// OP-TEE asked, taking from the guest only what the protocol lets it set.
     fn rpc_cmd_from_guest<G: GuestMemory>(
         &self,
+        vm: VmId,
         v: &mut Vm,
         mem: &mut G,
-        id: u32,
-        cookie: u64,
+        (id, cookie): (u32, u64),
         rpc: &MsgArg,
         trap: &mut Trap,
     ) {
@@ -2095,7 +2215,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
             .ok()
             .and_then(|_| MsgArg::parse_n(&bytes, n).ok());
         let mut resp = rpc.clone();
-        match guest {
+        match &guest {
             None => {
                 trap.fault = Some(Fault::BadAddress);
                 resp.header.ret = abi::TEEC_ERROR_GENERIC;
@@ -2105,7 +2225,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                 resp.header.ret_origin = g.header.ret_origin;
                 if rpc.header.cmd == abi::OPTEE_RPC_CMD_SHM_ALLOC {
                     if g.header.ret == abi::TEEC_SUCCESS {
-                        match self.rpc_shm_alloc(v, mem, id, rpc, &g, trap) {
+                        match self.rpc_shm_alloc(v, mem, id, rpc, g, trap) {
                             Ok(p) => resp.params[0] = p,
                             Err(f) => {
                                 trap.fault = Some(f);
@@ -2138,6 +2258,20 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                     }
                 }
             }
+        }
+        if T::ENABLED && self.trace.msg_on() {
+            let allocated = (rpc.header.cmd == abi::OPTEE_RPC_CMD_SHM_ALLOC)
+                .then(|| resp.params.first())
+                .flatten()
+                .filter(|p| p.is_noncontig() && p.u0 != 0)
+                .and_then(|p| {
+                    let b = v.bufs.get(&p.u2)?;
+                    let lists = &v.calls.get(&id)?.lists;
+                    Some(self.list_pairs(lists, p.u0, &b.pinned.ipas))
+                })
+                .unwrap_or_default();
+            let g = guest.as_ref().unwrap_or(rpc);
+            self.trace_rpc(vm, id, MsgDir::RpcAnswer, (g, &resp), &allocated);
         }
         if let Some((page, off, _, _, _)) = rpc_slot(v, id, cookie) {
             self.pages.write(page, off, &resp.to_bytes());

@@ -397,6 +397,9 @@ pub struct HvArgs {
     pub dtuart: Option<String>,
     /// `trace=smc`: moat logs every mediated trusted-OS call (a teaching view).
     pub trace_smc: bool,
+    /// `trace=msg`: moat logs every OP-TEE message decoded: command, session, each
+    /// parameter, each page of a buffer as IPA -> PA (`trace=smc,msg` for both).
+    pub trace_msg: bool,
     /// `noreboot` (Xen's spelling): after a fatal error, park the CPUs instead of powering
     /// the machine off, so that a debugger can look at it.
     pub noreboot: bool,
@@ -690,7 +693,7 @@ pub const OPTIONS: &[&str] = &[
     "console=dtuart",
     "dtuart=<path>",
     "bootscrub=<ignored>",
-    "trace=smc",
+    "trace=<smc|msg|smc,msg>",
     "noreboot",
     "dom0_tee=<yes|no>",
 ];
@@ -738,6 +741,7 @@ pub fn parse_hv_args(line: &str) -> Result<HvArgs, BootCfgError> {
                 for what in val.split(',') {
                     match what {
                         "smc" => a.trace_smc = true,
+                        "msg" => a.trace_msg = true,
                         _ => return Err(bad()),
                     }
                 }
@@ -2043,7 +2047,12 @@ pub(crate) mod tests {
                 .trace_smc
         );
         assert!(!parse_hv_args("dom0_max_vcpus=1").unwrap().trace_smc);
+        let both = parse_hv_args("trace=smc,msg").unwrap();
+        assert!(both.trace_smc && both.trace_msg);
+        let msg = parse_hv_args("trace=msg").unwrap();
+        assert!(msg.trace_msg && !msg.trace_smc);
         assert!(parse_hv_args("trace=everything").is_err());
+        assert!(parse_hv_args("trace=smc,everything").is_err());
     }
 
     #[test]
@@ -2069,6 +2078,7 @@ pub(crate) mod tests {
                 Some((key, _)) if key == "dom0_mem" => alloc::format!("{key}=512M"),
                 Some((key, _)) if key == "dom0_max_vcpus" => alloc::format!("{key}=1"),
                 Some((key, _)) if key == "dom0_tee" => alloc::format!("{key}=no"),
+                Some((key, _)) if key == "trace" => alloc::format!("{key}=smc,msg"),
                 Some((key, v)) => alloc::format!("{key}={}", v.trim_matches(['<', '>'])),
                 None => alloc::string::String::from(*o),
             };

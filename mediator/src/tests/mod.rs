@@ -46,6 +46,8 @@ pub struct Env {
     pub world: Shared,
     pub optee: Rc<RefCell<OpTeeState>>,
     pub trace: Rc<RefCell<Vec<SmcRecord>>>,
+    /// The decoded messages (`--trace smc=msg`'s records).
+    pub msgs: Rc<RefCell<Vec<crate::fakes::MsgSeen>>>,
     pub med: TestMediator,
     pub mem: BTreeMap<VmId, FakeMem>,
     /// The hypervisor's clock (milliseconds) every trap is given; tests move it.
@@ -69,6 +71,7 @@ impl Env {
         st.borrow_mut().threads = threads;
         let rec = Recorder::default();
         let trace = rec.0.clone();
+        let msgs = rec.1.clone();
         let med = TestMediator::probe(optee, FakeHv::new(&world), rec, limits).unwrap();
         let mut mem = BTreeMap::new();
         for vm in [VM1, VM2] {
@@ -83,6 +86,7 @@ impl Env {
             world,
             optee: st,
             trace,
+            msgs,
             med,
             mem,
             now: 0,

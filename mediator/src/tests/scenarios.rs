@@ -9,6 +9,7 @@ use super::*;
 use crate::abi::*;
 use crate::error::{Error, Fault};
 use crate::fakes::{FakeHv, FakeMem, FakeOpTee, Recorder, Step, World, RAM_BASE};
+use crate::trace::MsgDir;
 
 const OK: u64 = OPTEE_SMC_RETURN_OK as u64;
 
@@ -334,6 +335,23 @@ fn tmem_page_list_is_translated_pinned_and_released() {
     assert_eq!(env.mem(VM1).pinned(), 0);
     assert_eq!(env.hv_live(), 0);
     assert_eq!(env.last_record().pages_translated, 600);
+    // The decoded trace (`--trace smc=msg`): the call as OP-TEE got it, with every page as
+    // IPA -> PA, then OP-TEE's answer as the guest got it.
+    let msgs = env.msgs.borrow();
+    let [call, ret] = &msgs[..] else {
+        panic!("two decoded messages, got {msgs:?}");
+    };
+    assert_eq!((call.dir, ret.dir), (MsgDir::Call, MsgDir::Return));
+    assert_eq!(call.header.cmd, OPTEE_MSG_CMD_INVOKE_COMMAND);
+    let (guest, optee, pairs) = &call.params[0];
+    assert_eq!((guest.u0, optee.u0), (m.params[0].u0, seen.params[0].u0));
+    assert_eq!(pairs.len(), 600);
+    for (i, (ipa, pa)) in pairs.iter().enumerate() {
+        assert_eq!(ipa.0, pages[i]);
+        assert_eq!(pa.0, env.mem[&VM1].pa_of(pages[i]), "page {i}");
+    }
+    assert_eq!(ret.params[0].0.u1, size / 2, "the size the guest got back");
+    drop(msgs);
     env.check();
 }
 
@@ -760,6 +778,28 @@ fn rpc_shm_alloc_and_free_pin_and_unpin_guest_pages() {
         "SHM_FREE released the pins before the guest ran"
     );
     assert!(!env.optee.borrow().shm.contains_key(&(2, 0x5a11)));
+    // The decoded trace shows OP-TEE's request, and the guest's answer with the buffer's
+    // pages as IPA -> PA.
+    {
+        let msgs = env.msgs.borrow();
+        let req = msgs
+            .iter()
+            .find(|m| m.dir == MsgDir::Rpc && m.header.cmd == OPTEE_RPC_CMD_SHM_ALLOC)
+            .expect("the SHM_ALLOC request");
+        assert_eq!(req.params[0].1.u1, 3 * 4096);
+        let ans = msgs
+            .iter()
+            .find(|m| m.dir == MsgDir::RpcAnswer && m.header.cmd == OPTEE_RPC_CMD_SHM_ALLOC)
+            .expect("the SHM_ALLOC answer");
+        let (guest, _, pairs) = &ans.params[0];
+        assert_eq!(guest.u2, 0x5a11);
+        let want: Vec<(u64, u64)> = shm_pages
+            .iter()
+            .map(|&ipa| (ipa, env.mem[&VM1].pa_of(ipa)))
+            .collect();
+        let got: Vec<(u64, u64)> = pairs.iter().map(|(i, p)| (i.0, p.0)).collect();
+        assert_eq!(got, want);
+    }
 
     // No FREE in this plan: the RPC arg stays cached, and this SHM_ALLOC stays pinned
     // after the call completes.

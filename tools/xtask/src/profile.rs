@@ -151,9 +151,11 @@ pub struct QemuArgs {
     /// (for example "dom0_max_vcpus=1").
     #[arg(long, value_name = "OPTIONS")]
     pub hv_args: Option<String>,
-    /// moat: log every mediated trusted-OS call (VM, function, arguments, pages
-    /// translated, result); becomes `trace=smc` on moat's command line.
-    #[arg(long, value_name = "WHAT", value_parser = ["smc"])]
+    /// moat: `smc` logs every mediated trusted-OS call, one line each (VM, function,
+    /// arguments, pages translated, result): `trace=smc` on moat's command line.
+    /// `smc=msg` adds each OP-TEE message decoded (command, session, each parameter, each
+    /// page of a buffer as IPA -> PA, and the RPCs): `trace=smc,msg`.
+    #[arg(long, value_name = "WHAT", value_parser = ["smc", "smc=msg"])]
     pub trace: Option<String>,
     /// Boot another OP-TEE build than the profile's own (moat normally boots the
     /// virtualized one; with the plain one it runs without a mediator).
@@ -853,7 +855,11 @@ pub fn qemu(args: &QemuArgs) -> Result<u8> {
     let mut p = p;
     if let Some(what) = &args.trace {
         anyhow::ensure!(args.hv == Hv::Moat, "--trace is a moat option");
-        p.hv_bootargs = format!("{} trace={what}", p.hv_bootargs);
+        let option = match what.as_str() {
+            "smc=msg" => "smc,msg",
+            other => other,
+        };
+        p.hv_bootargs = format!("{} trace={option}", p.hv_bootargs);
     }
     if let Some(extra) = &args.hv_args {
         anyhow::ensure!(
