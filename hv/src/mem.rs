@@ -68,6 +68,18 @@ pub fn heap_in_use() -> usize {
     HEAP.lock().stats_alloc_actual()
 }
 
+/// Heap a guest's pins never eat into: below this much free heap, a new pin is refused
+/// (the guest's call fails with the protocol's limit error) rather than letting a guest
+/// at its limits run the heap out, which would stop the machine. 1 MiB is 11 times what
+/// moat itself uses with three domains (about 90 KiB), and more than any one allocation a
+/// trap makes (a page list's pins for the largest buffer: 1,536 x 8 bytes).
+pub const PIN_HEAP_RESERVE: usize = 1 << 20;
+
+/// Is there room on the heap for more pins (`PIN_HEAP_RESERVE` stays free)?
+pub fn heap_has_room_for_pins() -> bool {
+    HEAP_SIZE.saturating_sub(heap_in_use()) >= PIN_HEAP_RESERVE
+}
+
 /// Is `[addr, addr + len)` inside the heap area? (Mediator pages come from the heap.)
 pub fn heap_contains(addr: u64, len: u64) -> bool {
     let start = core::ptr::addr_of!(HEAP_AREA) as u64;

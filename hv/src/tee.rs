@@ -399,6 +399,9 @@ impl GuestMemory for DomainMemory<'_> {
     }
 
     fn pin(&mut self, ipa: Ipa, access: Access) -> Result<PhysAddr, MemFault> {
+        if !crate::mem::heap_has_room_for_pins() {
+            return Err(MemFault::PinFailed);
+        }
         let pa = self.translate(ipa.raw(), access)?;
         self.dom
             .pins
@@ -418,6 +421,10 @@ impl GuestMemory for DomainMemory<'_> {
         access: Access,
         pas: &mut [u64],
     ) -> Result<(), (usize, MemFault)> {
+        // Once per run: a run is at most a chunk of a page list (tens of pins).
+        if !crate::mem::heap_has_room_for_pins() {
+            return Err((0, MemFault::PinFailed));
+        }
         let mut pins = self.dom.pins.lock();
         for (i, (&ipa, pa)) in ipas.iter().zip(pas.iter_mut()).enumerate() {
             *pa = self.translate(ipa, access).map_err(|f| (i, f))?;
