@@ -236,6 +236,8 @@ pub const TEEC_ERROR_GENERIC: u32 = 0xFFFF_0000;
 pub const TEEC_ERROR_BAD_PARAMETERS: u32 = 0xFFFF_0006;
 /// GlobalPlatform result: out of memory.
 pub const TEEC_ERROR_OUT_OF_MEMORY: u32 = 0xFFFF_000C;
+/// TEEC_ERROR_BUSY: the resource is in use.
+pub const TEEC_ERROR_BUSY: u32 = 0xFFFF_000D;
 /// GlobalPlatform result: communication with the remote party failed (here: the mediator
 /// cut the call).
 pub const TEEC_ERROR_COMMUNICATION: u32 = 0xFFFF_000E;

@@ -82,6 +82,10 @@ pub enum Fault {
     Reaped,
     /// The function is refused for guests.
     Refused,
+    /// UNREGISTER_SHM of a buffer a call of the VM names and that call has not ended (one
+    /// validated on a sibling vCPU whose SMC may not have reached OP-TEE yet): the buffer
+    /// stays, as OP-TEE keeps a buffer its own calls hold.
+    BufferInUse,
 }
 
 impl Fault {
@@ -90,7 +94,9 @@ impl Fault {
         match self {
             Fault::BadAddress | Fault::Unaligned => abi::OPTEE_SMC_RETURN_EBADADDR,
             Fault::BadMessage | Fault::BadParam => abi::OPTEE_SMC_RETURN_EBADCMD,
-            Fault::UnknownCookie | Fault::CookieInUse => abi::OPTEE_SMC_RETURN_EBADCMD,
+            Fault::UnknownCookie | Fault::CookieInUse | Fault::BufferInUse => {
+                abi::OPTEE_SMC_RETURN_EBADCMD
+            }
             Fault::Limit | Fault::NoMemory => abi::OPTEE_SMC_RETURN_ENOMEM,
             Fault::ThreadLimit => abi::OPTEE_SMC_RETURN_ETHREAD_LIMIT,
             Fault::BadResume | Fault::Reaped => abi::OPTEE_SMC_RETURN_ERESUME,
@@ -103,6 +109,7 @@ impl Fault {
     pub const fn teec_code(self) -> u32 {
         match self {
             Fault::Limit | Fault::NoMemory => abi::TEEC_ERROR_OUT_OF_MEMORY,
+            Fault::BufferInUse => abi::TEEC_ERROR_BUSY,
             _ => abi::TEEC_ERROR_BAD_PARAMETERS,
         }
     }

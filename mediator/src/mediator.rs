@@ -149,6 +149,10 @@ struct Buffer {
     kind: BufKind,
     state: BufState,
     pinned: Pinned,
+    /// Open calls of the VM that name it (RMEM), validated and not yet ended: while any
+    /// is, UNREGISTER_SHM is refused (`Fault::BufferInUse`), so an RMEM that reaches
+    /// OP-TEE always names a buffer the VM still has.
+    users: u32,
 }
 
 /// An RPC argument buffer (RPC_FUNC_ALLOC): OP-TEE gets `page`; the guest sees copies at
@@ -226,6 +230,10 @@ struct Call {
     /// `translate_params`: `blocks[..nblocks]`.
     blocks: [u32; MAX_PARAMS],
     nblocks: usize,
+    /// The registered buffers the call names (RMEM), each counted in its `users` until
+    /// the call ends: `held[..nheld]`.
+    held: [u64; MAX_PARAMS],
+    nheld: usize,
     temps: Vec<Pinned>,
     lists: Vec<HvPage>,
     register: Option<u64>,
@@ -1578,6 +1586,8 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                 size_out: 0,
                 blocks: [0; MAX_PARAMS],
                 nblocks: 0,
+                held: [0; MAX_PARAMS],
+                nheld: 0,
                 temps: Vec::new(),
                 lists: Vec::new(),
                 register: None,
@@ -1591,6 +1601,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
         call.value_out = 0;
         call.size_out = 0;
         call.nblocks = 0;
+        call.nheld = 0;
         call.register = None;
         call.unregister = None;
         call.resume = [0; 4];
@@ -1706,6 +1717,9 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                     let cookie = p.u2;
                     match v.bufs.get_mut(&cookie) {
                         Some(b) if b.kind == BufKind::Registered && b.state == BufState::Live => {
+                            if b.users > 0 {
+                                return Err(Fault::BufferInUse);
+                            }
                             b.state = BufState::Unregistering;
                         }
                         _ => return Err(Fault::UnknownCookie),
@@ -1725,7 +1739,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                 },
                 (_, ParamKind::Value { .. }) => p,
                 (_, ParamKind::Rmem { .. }) => {
-                    let buf = v.bufs.get(&p.u2).ok_or(Fault::UnknownCookie)?;
+                    let buf = v.bufs.get_mut(&p.u2).ok_or(Fault::UnknownCookie)?;
                     if buf.state != BufState::Live {
                         return Err(Fault::UnknownCookie);
                     }
@@ -1744,6 +1758,9 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                         call.blocks[call.nblocks] = pages;
                         call.nblocks += 1;
                     }
+                    buf.users += 1;
+                    call.held[call.nheld] = p.u2;
+                    call.nheld += 1;
                     p
                 }
                 (_, ParamKind::Tmem { output, .. }) => {
@@ -1806,6 +1823,7 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
                 kind,
                 state,
                 pinned: t.pinned,
+                users: 0,
             },
         );
         Ok(t.buf_ptr)
@@ -1840,6 +1858,12 @@ impl<M: SecureMonitor, P: HvPages, L: Lock, T: Trace> Mediator<M, P, L, T> {
 
     /// Give back everything a call holds (not its registered buffer once committed).
     fn release_call_resources<G: GuestMemory>(&self, mem: &mut G, v: &mut Vm, mut call: Box<Call>) {
+        for cookie in &call.held[..call.nheld] {
+            if let Some(b) = v.bufs.get_mut(cookie) {
+                b.users = b.users.saturating_sub(1);
+            }
+        }
+        call.nheld = 0;
         for t in &call.temps {
             unpin_all(mem, t);
             v.pinned -= t.ipas.len() as u32;
