@@ -40,9 +40,12 @@ pub enum Owner {
     Hv,
 }
 
-/// Sparse physical memory.
+/// Sparse physical memory. A frame exists from `new_frame` on (it has an owner); its bytes
+/// are allocated on its first write and read as zeros until then, so that a fuzz input's
+/// two 64-page VMs cost no 512 KiB of zeroed buffers when most pages are never written.
 #[derive(Default)]
 pub struct World {
+    /// Contents of the frames written so far (every key also has an `owner`).
     frames: HashMap<u64, Vec<u8>>,
     owner: HashMap<u64, Owner>,
     /// Pin counts per frame.
@@ -62,11 +65,7 @@ impl World {
         // Odd multiplier: a bijection on [0, 2^20), so frames never collide.
         let idx = (self.next_frame.wrapping_mul(0x9E37_79B1)) & 0xF_FFFF;
         let pa = 0x80_0000_0000 + idx * PAGE;
-        assert!(self
-            .frames
-            .insert(pa, std::vec![0u8; PAGE as usize])
-            .is_none());
-        self.owner.insert(pa, owner);
+        assert!(self.owner.insert(pa, owner).is_none());
         pa
     }
 
@@ -82,11 +81,15 @@ impl World {
             let a = pa + done as u64;
             let off = (a % PAGE) as usize;
             let n = (PAGE as usize - off).min(buf.len() - done);
-            let f = self
-                .frames
-                .get(&(a - off as u64))
-                .unwrap_or_else(|| panic!("read of unbacked pa {a:#x}"));
-            buf[done..done + n].copy_from_slice(&f[off..off + n]);
+            let frame = a - off as u64;
+            assert!(
+                self.owner.contains_key(&frame),
+                "read of unbacked pa {a:#x}"
+            );
+            match self.frames.get(&frame) {
+                Some(f) => buf[done..done + n].copy_from_slice(&f[off..off + n]),
+                None => buf[done..done + n].fill(0),
+            }
             done += n;
         }
     }
@@ -98,10 +101,15 @@ impl World {
             let a = pa + done as u64;
             let off = (a % PAGE) as usize;
             let n = (PAGE as usize - off).min(data.len() - done);
+            let frame = a - off as u64;
+            assert!(
+                self.owner.contains_key(&frame),
+                "write of unbacked pa {a:#x}"
+            );
             let f = self
                 .frames
-                .get_mut(&(a - off as u64))
-                .unwrap_or_else(|| panic!("write of unbacked pa {a:#x}"));
+                .entry(frame)
+                .or_insert_with(|| std::vec![0u8; PAGE as usize]);
             f[off..off + n].copy_from_slice(&data[done..done + n]);
             done += n;
         }
@@ -125,7 +133,8 @@ impl World {
 /// One VM's RAM: `[RAM_BASE, RAM_BASE + pages * 4 KiB)` on scattered frames.
 pub struct FakeMem {
     world: Shared,
-    map: BTreeMap<u64, u64>,
+    /// The frame behind each RAM page: `frames[i]` backs IPA `RAM_BASE + i * 4 KiB`.
+    frames: Vec<u64>,
     /// IPA pages mapped read-only.
     pub readonly: BTreeSet<u64>,
     /// Pins per IPA page.
@@ -135,17 +144,23 @@ pub struct FakeMem {
 impl FakeMem {
     /// RAM of `pages` pages for client `client`.
     pub fn new(world: &Shared, client: u64, pages: u64) -> Self {
-        let mut map = BTreeMap::new();
-        for i in 0..pages {
-            let pa = world.borrow_mut().new_frame(Owner::Vm(client));
-            map.insert(RAM_BASE + i * PAGE, pa);
-        }
+        let frames = {
+            let mut w = world.borrow_mut();
+            w.owner.reserve(pages as usize);
+            (0..pages).map(|_| w.new_frame(Owner::Vm(client))).collect()
+        };
         Self {
             world: world.clone(),
-            map,
+            frames,
             readonly: BTreeSet::new(),
             pins: BTreeMap::new(),
         }
+    }
+
+    /// The frame behind the RAM page holding `ipa`, if it is RAM.
+    fn frame(&self, ipa: u64) -> Option<u64> {
+        let i = ipa.checked_sub(RAM_BASE)? / PAGE;
+        self.frames.get(usize::try_from(i).ok()?).copied()
     }
 
     /// IPA of page `i` of RAM.
@@ -155,7 +170,7 @@ impl FakeMem {
 
     /// Frame behind an IPA page (tests only).
     pub fn pa_of(&self, ipa: u64) -> u64 {
-        self.map[&(ipa & !(PAGE - 1))] + ipa % PAGE
+        self.frame(ipa).expect("pa_of an IPA outside RAM") + ipa % PAGE
     }
 
     /// Total pins held.
@@ -175,7 +190,7 @@ impl FakeMem {
             let a = ipa.checked_add(done as u64).ok_or(MemFault::NotRam)?;
             let off = (a % PAGE) as usize;
             let n = (PAGE as usize - off).min(len - done);
-            if !self.map.contains_key(&(a - off as u64)) {
+            if self.frame(a).is_none() {
                 return Err(MemFault::NotRam);
             }
             done += n;
@@ -185,7 +200,7 @@ impl FakeMem {
             let a = ipa + done as u64;
             let off = (a % PAGE) as usize;
             let n = (PAGE as usize - off).min(len - done);
-            f(self.map[&(a - off as u64)] + off as u64, done, n);
+            f(self.frame(a).unwrap() + off as u64, done, n);
             done += n;
         }
         Ok(())
@@ -271,7 +286,7 @@ impl GuestMemory for FakeMem {
             ipa.is_page_aligned(),
             "mediator pinned an unaligned ipa {ipa:?}"
         );
-        let pa = *self.map.get(&ipa.0).ok_or(MemFault::NotRam)?;
+        let pa = self.frame(ipa.0).ok_or(MemFault::NotRam)?;
         if access == Access::Write && self.readonly.contains(&ipa.0) {
             return Err(MemFault::Permission);
         }
@@ -290,7 +305,7 @@ impl GuestMemory for FakeMem {
         if *c == 0 {
             self.pins.remove(&ipa.0);
         }
-        let pa = self.map[&ipa.0];
+        let pa = self.frame(ipa.0).unwrap();
         let mut w = self.world.borrow_mut();
         let wc = w.pins.get_mut(&pa).unwrap();
         *wc -= 1;
