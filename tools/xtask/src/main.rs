@@ -20,6 +20,11 @@
 //!        +-- instruments       null TA, moat-bench client, elcount TCG plugin (qemu/bench/)
 //!        +-- bench             boot each configuration twice, require identical results
 //!        +-- bench_report      parse, statistics, report.md, CSV, SVG, --check
+//!
+//!   cargo xtask fuzz   (also in `cargo xtask test --full`)
+//!        +-- host              rustup's nightly and the pinned cargo-fuzz, when missing
+//!        +-- fuzz              libFuzzer, 10^7 executions per target, the corpus kept in
+//!                              target/moat/fuzz/<target>/, a crash's reproducer printed
 //! ```
 //!
 //! Every artefact lands in the cache (`~/.cache/moat`, or `$MOAT_CACHE`) under a key
@@ -32,6 +37,7 @@ mod bench_report;
 mod cpio;
 mod debver;
 mod dtb;
+mod fuzz;
 mod guest_tools;
 mod host;
 mod hostile;
@@ -78,6 +84,11 @@ enum Cmd {
     /// and required to give identical results. Writes target/moat/bench/<time>/report.md,
     /// CSV and SVG plots. Not part of `cargo xtask test`.
     Bench(bench::BenchArgs),
+    /// Run libFuzzer on the fuzz targets (the mediator's `smc_sequence`, hv-core's
+    /// `decoders`), 10^7 executions each by default, from the corpus kept in
+    /// target/moat/fuzz/<target>/; a crash fails with its reproducer. `cargo xtask test
+    /// --full` runs the same. Installs a nightly toolchain and cargo-fuzz when missing.
+    Fuzz(fuzz::FuzzArgs),
     /// Check formatting and run clippy with warnings denied, on host and target crates.
     Lint,
     /// Print the cache directory and what it holds.
@@ -97,6 +108,7 @@ fn main() -> ExitCode {
         Cmd::Qemu(args) => profile::qemu(&args),
         Cmd::Test(args) => scenario::test(&args),
         Cmd::Bench(args) => bench::bench(&args),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args),
         Cmd::Lint => lint().map(|()| 0),
         Cmd::Cache => cache_info().map(|()| 0),
         Cmd::Stack { cmd } => stack_cmd::run(&cmd),
