@@ -29,6 +29,7 @@ pub mod layout;
 pub mod options;
 pub mod proto;
 pub mod rng;
+pub mod stage1;
 pub mod threads;
 
 use campaign::{Campaign, Family};
