@@ -6,11 +6,13 @@
 //!
 //! ```text
 //!   moat (EL2) --eret to EL1h, MMU off, x0 = DT--> _start (arm64 Image header)
-//!        VBAR_EL1 = vectors (an exception is reported, then power-off), BSS cleared, SP
+//!        VBAR_EL1 = vectors (an exception is reported, then power-off; a probe's abort
+//!        is answered), BSS cleared, SP
 //!                                 v
 //!                  hostile_main: heap, DT (hv_core::fdt), layout, options
 //!                                 v
-//!                  hostile_core::run over Port: smc #0 | own RAM | CNTVCT | PL011
+//!                  hostile_core::run over Port: smc #0 | own RAM | CNTVCT | PL011 |
+//!                                               probes of the emulated devices
 //!                                 v
 //!                  "hostile: done, status N", PSCI SYSTEM_OFF (hvc, as the DT says)
 //! ```
@@ -33,9 +35,10 @@ mod guest {
     use core::fmt::Write;
     use core::ptr::NonNull;
 
-    use hostile_core::driver::Guest;
-    use hostile_core::layout::{Layout, Machine, Span};
+    use hostile_core::driver::{Guest, Mmio};
+    use hostile_core::layout::{Devices, Layout, Machine, Span};
     use hostile_core::options::Options;
+    use hv_core::mmio::Width;
     use tock_registers::interfaces::{Readable, Writeable};
     use tock_registers::registers::{ReadOnly, WriteOnly};
     use tock_registers::{register_bitfields, register_structs};
@@ -97,11 +100,19 @@ mod guest {
     9:  wfe
         b       9b
 
-        // EL1 vectors: 16 entries of 128 bytes; each reports itself and powers off.
+        // EL1 vectors: 16 entries of 128 bytes; each reports itself and powers off, but
+        // for a synchronous exception at EL1 (entry 4), which may be a probe's answer.
         .section .text.vectors, "ax"
         .balign 0x800
     __vectors:
-        .irp    n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+        .irp    n, 0, 1, 2, 3
+        .balign 0x80
+        mov     x0, #\n
+        b       __exception
+        .endr
+        .balign 0x80
+        b       __sync_el1h
+        .irp    n, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
         .balign 0x80
         mov     x0, #\n
         b       __exception
@@ -112,8 +123,94 @@ mod guest {
         mrs     x3, far_el1
         bl      hostile_exception
         b       9b
+
+        // A data abort on the one access of a probe (between __probe_start and
+        // __probe_end) is an answer the campaign checks: step over the access and return
+        // to the probe with ESR_EL1 in x1 (the probes leave x1..x3 to this handler).
+        // Anything else is fatal, as at every other vector.
+    __sync_el1h:
+        mrs     x2, elr_el1
+        adrp    x3, __probe_start
+        add     x3, x3, :lo12:__probe_start
+        cmp     x2, x3
+        b.lo    1f
+        adrp    x3, __probe_end
+        add     x3, x3, :lo12:__probe_end
+        cmp     x2, x3
+        b.hs    1f
+        mrs     x3, esr_el1
+        lsr     x3, x3, #26
+        cmp     x3, #0x25               // EC: a data abort taken at EL1
+        b.ne    1f
+        add     x2, x2, #4
+        msr     elr_el1, x2
+        mrs     x1, esr_el1
+        eret
+    1:  mov     x0, #4
+        b       __exception
+
+        // The probes: one load or store to an emulated device each, called as
+        // `extern "C" fn(addr[, value]) -> ProbeResult` (x0 = the value loaded, x1 = 0,
+        // or ESR_EL1 when the access aborted). Loads and stores of one register with no
+        // writeback give moat a valid syndrome (ISV=1); `ldp` does not (ISV=0).
+        .section .text.probes, "ax"
+        .balign 4
+    __probe_start:
+        .macro  load name, insn, reg
+        .global \name
+    \name:
+        mov     x1, xzr
+        \insn   \reg, [x0]
+        mov     x0, x2
+        ret
+        .endm
+        .macro  store name, insn, reg
+        .global \name
+    \name:
+        mov     x2, x1
+        mov     x1, xzr
+        \insn   \reg, [x0]
+        mov     x0, xzr
+        ret
+        .endm
+        load    __probe_ldrb, ldrb, w2
+        load    __probe_ldrh, ldrh, w2
+        load    __probe_ldr_w, ldr, w2
+        load    __probe_ldr_x, ldr, x2
+        store   __probe_strb, strb, w2
+        store   __probe_strh, strh, w2
+        store   __probe_str_w, str, w2
+        store   __probe_str_x, str, x2
+        .global __probe_ldp
+    __probe_ldp:
+        mov     x1, xzr
+        ldp     w2, w3, [x0]
+        mov     x0, x2
+        ret
+    __probe_end:
     "#
     );
+
+    /// What a probe returns, in x0 and x1 (AAPCS64: a 16-byte composite).
+    #[repr(C)]
+    struct ProbeResult {
+        /// The value loaded (0 for a store).
+        value: u64,
+        /// 0, or ESR_EL1 of the abort the access took.
+        esr: u64,
+    }
+
+    extern "C" {
+        fn __probe_ldrb(addr: u64) -> ProbeResult;
+        fn __probe_ldrh(addr: u64) -> ProbeResult;
+        fn __probe_ldr_w(addr: u64) -> ProbeResult;
+        fn __probe_ldr_x(addr: u64) -> ProbeResult;
+        fn __probe_strb(addr: u64, value: u64) -> ProbeResult;
+        fn __probe_strh(addr: u64, value: u64) -> ProbeResult;
+        fn __probe_str_w(addr: u64, value: u64) -> ProbeResult;
+        fn __probe_str_x(addr: u64, value: u64) -> ProbeResult;
+        fn __probe_ldp(addr: u64) -> ProbeResult;
+    }
 
     extern "C" {
         static __image_start: u8;
@@ -121,6 +218,8 @@ mod guest {
         static __heap_start: u8;
         static __heap_end: u8;
         static __arena_start: u8;
+        static __probe_start: u8;
+        static __probe_end: u8;
         static __arena_end: u8;
     }
 
@@ -364,6 +463,39 @@ mod guest {
         fn say(&mut self, line: &str) {
             say(line);
         }
+
+        fn mmio(&mut self, pa: u64, access: Mmio) -> Result<u64, u64> {
+            let len = match access {
+                Mmio::Read(w) | Mmio::Write(w, _) => w.bytes(),
+                Mmio::ReadPair => 8,
+            };
+            if self.layout.devices.holding(pa, len).is_none() || !pa.is_multiple_of(len) {
+                say("hostile: internal: an MMIO access outside the emulated devices was skipped");
+                return Err(0);
+            }
+            // SAFETY: [pa, pa + len) is aligned and inside the frame of a device moat
+            // emulates for this guest (its DT's GIC or console PL011), Device memory with
+            // the MMU off: the access traps to moat's model of it and touches no memory
+            // of this guest's. If moat answers with an abort, the vectors step over the
+            // probe's access and hand back ESR_EL1 (`__sync_el1h`).
+            let r = unsafe {
+                match access {
+                    Mmio::Read(Width::Byte) => __probe_ldrb(pa),
+                    Mmio::Read(Width::Half) => __probe_ldrh(pa),
+                    Mmio::Read(Width::Word) => __probe_ldr_w(pa),
+                    Mmio::Read(Width::Double) => __probe_ldr_x(pa),
+                    Mmio::Write(Width::Byte, v) => __probe_strb(pa, v),
+                    Mmio::Write(Width::Half, v) => __probe_strh(pa, v),
+                    Mmio::Write(Width::Word, v) => __probe_str_w(pa, v),
+                    Mmio::Write(Width::Double, v) => __probe_str_x(pa, v),
+                    Mmio::ReadPair => __probe_ldp(pa),
+                }
+            };
+            match r.esr {
+                0 => Ok(r.value),
+                esr => Err(esr),
+            }
+        }
     }
 
     // -------------------------------------------------------------------------------------
@@ -425,6 +557,9 @@ mod guest {
         if let Some(u) = machine.uart.filter(|&u| !layout.is_ram(u, 0x1000)) {
             UART_BASE.set(u);
         }
+        // The devices it touches: the DT's GIC, and the console it prints on.
+        let devices = Devices::of(&machine, Some(UART_BASE.get()));
+        let layout = layout.with_devices(devices);
         let mut banks = alloc::string::String::new();
         for r in &machine.ram {
             let _ = write!(banks, " [{:#x}, {:#x})", r.start, r.end);
