@@ -30,6 +30,9 @@ use crate::trace::{SmcRecord, Trace};
 /// Guest RAM starts here in every VM (same IPAs, different frames).
 pub const RAM_BASE: u64 = 0x4000_0000;
 const PAGE: u64 = 4096;
+/// `TEE_ERROR_BUSY` (tee_api_defines.h), what the fake OP-TEE answers an UNREGISTER_SHM of
+/// a buffer another call still holds.
+pub const TEEC_ERROR_BUSY: u32 = 0xFFFF_000D;
 
 /// Who owns a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -397,6 +400,9 @@ struct Thread {
     /// An RPC argument (cookie) this thread kept from an earlier call (`OpTeeState::kept`),
     /// freed with RPC_FUNC_FREE before the call's own steps, whoever made the earlier call.
     kept_free: Option<u64>,
+    /// The registered buffers (cookies) the call's RMEM parameters name: OP-TEE holds a
+    /// reference to each until the call returns.
+    holds: Vec<u64>,
 }
 
 /// Observable state of the fake OP-TEE. Several threads can be live at once (in a call or
@@ -692,10 +698,20 @@ impl FakeOpTee {
                 st = self.st.borrow_mut();
                 st.shm.insert((t.client, p.u2), pas);
             }
-            abi::OPTEE_MSG_CMD_UNREGISTER_SHM
-                if st.shm.remove(&(t.client, arg.params[0].u2)).is_none() =>
-            {
-                arg.header.ret = 0xFFFF_0008;
+            abi::OPTEE_MSG_CMD_UNREGISTER_SHM => {
+                let cookie = arg.params[0].u2;
+                // Like OP-TEE's mobj_reg_shm_release_by_cookie, which waits until the last
+                // reference is put: a buffer another call of the client holds is never
+                // reported released while it does (here: refused, TEE_ERROR_BUSY).
+                let held = st
+                    .threads_live
+                    .values()
+                    .any(|o| o.client == t.client && o.holds.contains(&cookie));
+                if held {
+                    arg.header.ret = TEEC_ERROR_BUSY;
+                } else if st.shm.remove(&(t.client, cookie)).is_none() {
+                    arg.header.ret = 0xFFFF_0008;
+                }
             }
             abi::OPTEE_MSG_CMD_OPEN_SESSION => arg.header.session = 0x5e55,
             _ => {}
@@ -876,10 +892,25 @@ impl SecureMonitor for FakeOpTee {
                         last_shm: None,
                         inline: false,
                         kept_free,
+                        holds: Vec::new(),
                     },
                 );
                 drop(st);
                 let arg = self.world.borrow().read_arg(pa);
+                if arg.header.cmd != abi::OPTEE_MSG_CMD_UNREGISTER_SHM {
+                    let holds = arg
+                        .params
+                        .iter()
+                        .filter(|p| matches!(p.kind(), Some(abi::ParamKind::Rmem { .. })))
+                        .map(|p| p.u2)
+                        .collect();
+                    self.st
+                        .borrow_mut()
+                        .threads_live
+                        .get_mut(&tid)
+                        .unwrap()
+                        .holds = holds;
+                }
                 if fid == abi::OPTEE_SMC_CALL_WITH_RPC_ARG {
                     // The RPC argument follows the argument, in the same (shadow) page.
                     let rpc_pa = pa + abi::arg_size(arg.params.len()) as u64;
