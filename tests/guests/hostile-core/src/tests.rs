@@ -295,7 +295,7 @@ fn a_campaign_against_the_mediator_finds_no_escape() {
         );
     }
     // Nothing is left pinned or allocated: every case cleaned up after itself.
-    assert_eq!(g.mem.pinned(), 0, "pins left: {:?}", g.mem.pins);
+    assert_eq!(g.mem.pinned(), 0, "pins left: {:x?}", g.mem.pins());
     assert_eq!(g.med.vm_stats(DOM0).unwrap().calls, 0);
     drop(g.world);
 }
