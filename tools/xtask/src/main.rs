@@ -75,8 +75,8 @@ enum Cmd {
     /// a shell on the console; `poweroff` ends it (or Ctrl-] x to quit QEMU).
     Qemu(profile::QemuArgs),
     /// Run the host unit tests, build the EL2 image, and run the QEMU scenarios in
-    /// `tests/scenarios` (add --full for the long ones, such as xtest's whole suite, and
-    /// `cargo xtask bench --check`).
+    /// `tests/scenarios` (add --full for libFuzzer's 10^7 executions per fuzz target, the
+    /// long scenarios, such as xtest's whole suite, and `cargo xtask bench --check`).
     Test(scenario::TestArgs),
     /// Count what a call into OP-TEE costs with no hypervisor, under Xen and under moat:
     /// deterministic QEMU (one counter tick = one instruction), a null TA and a client,
