@@ -18,6 +18,7 @@ extern crate std;
 use std::boxed::Box;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use std::vec::Vec;
 
@@ -30,6 +31,9 @@ use crate::trace::{MsgDir, MsgRecord, SmcRecord, Trace};
 /// Guest RAM starts here in every VM (same IPAs, different frames).
 pub const RAM_BASE: u64 = 0x4000_0000;
 const PAGE: u64 = 4096;
+/// `TEE_ERROR_BUSY` (tee_api_defines.h), what the fake OP-TEE answers an UNREGISTER_SHM of
+/// a buffer another call still holds.
+pub const TEEC_ERROR_BUSY: u32 = 0xFFFF_000D;
 
 /// Who owns a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,13 +44,40 @@ pub enum Owner {
     Hv,
 }
 
-/// Sparse physical memory.
+/// Hashes a physical frame address for the fakes' maps: frames are distinct multiples of
+/// 4 KiB, so their page number times an odd constant (Fibonacci hashing) spreads them well.
+/// std's SipHash, built to resist chosen keys no test has, was a fifth of the fuzz
+/// driver's time.
+#[derive(Default)]
+pub struct FrameHasher(u64);
+
+impl Hasher for FrameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// A map keyed by physical (frame) address.
+pub type FrameMap<V> = HashMap<u64, V, BuildHasherDefault<FrameHasher>>;
+
+/// Sparse physical memory. A frame exists from `new_frame` on (it has an owner); its bytes
+/// are allocated on its first write and read as zeros until then, so that a fuzz input's
+/// two 64-page VMs cost no 512 KiB of zeroed buffers when most pages are never written.
 #[derive(Default)]
 pub struct World {
-    frames: HashMap<u64, Vec<u8>>,
-    owner: HashMap<u64, Owner>,
+    /// Contents of the frames written so far (every key also has an `owner`).
+    frames: FrameMap<Vec<u8>>,
+    owner: FrameMap<Owner>,
     /// Pin counts per frame.
-    pub pins: HashMap<u64, u32>,
+    pub pins: FrameMap<u32>,
     next_frame: u64,
     /// Live hypervisor pages.
     pub hv_live: usize,
@@ -67,11 +98,7 @@ impl World {
         // Odd multiplier: a bijection on [0, 2^20), so frames never collide.
         let idx = (self.next_frame.wrapping_mul(0x9E37_79B1)) & 0xF_FFFF;
         let pa = 0x80_0000_0000 + idx * PAGE;
-        assert!(self
-            .frames
-            .insert(pa, std::vec![0u8; PAGE as usize])
-            .is_none());
-        self.owner.insert(pa, owner);
+        assert!(self.owner.insert(pa, owner).is_none());
         pa
     }
 
@@ -87,11 +114,15 @@ impl World {
             let a = pa + done as u64;
             let off = (a % PAGE) as usize;
             let n = (PAGE as usize - off).min(buf.len() - done);
-            let f = self
-                .frames
-                .get(&(a - off as u64))
-                .unwrap_or_else(|| panic!("read of unbacked pa {a:#x}"));
-            buf[done..done + n].copy_from_slice(&f[off..off + n]);
+            let frame = a - off as u64;
+            assert!(
+                self.owner.contains_key(&frame),
+                "read of unbacked pa {a:#x}"
+            );
+            match self.frames.get(&frame) {
+                Some(f) => buf[done..done + n].copy_from_slice(&f[off..off + n]),
+                None => buf[done..done + n].fill(0),
+            }
             done += n;
         }
     }
@@ -103,10 +134,15 @@ impl World {
             let a = pa + done as u64;
             let off = (a % PAGE) as usize;
             let n = (PAGE as usize - off).min(data.len() - done);
+            let frame = a - off as u64;
+            assert!(
+                self.owner.contains_key(&frame),
+                "write of unbacked pa {a:#x}"
+            );
             let f = self
                 .frames
-                .get_mut(&(a - off as u64))
-                .unwrap_or_else(|| panic!("write of unbacked pa {a:#x}"));
+                .entry(frame)
+                .or_insert_with(|| std::vec![0u8; PAGE as usize]);
             f[off..off + n].copy_from_slice(&data[done..done + n]);
             done += n;
         }
@@ -130,27 +166,42 @@ impl World {
 /// One VM's RAM: `[RAM_BASE, RAM_BASE + pages * 4 KiB)` on scattered frames.
 pub struct FakeMem {
     world: Shared,
-    map: BTreeMap<u64, u64>,
+    /// The frame behind each RAM page: `frames[i]` backs IPA `RAM_BASE + i * 4 KiB`.
+    frames: Vec<u64>,
     /// IPA pages mapped read-only.
     pub readonly: BTreeSet<u64>,
-    /// Pins per IPA page.
-    pub pins: BTreeMap<u64, u32>,
+    /// Pins per RAM page (as `frames`), and their sum: the fuzz driver compares the sum
+    /// with the mediator's accounting after every operation.
+    pins: Vec<u32>,
+    pinned: u32,
 }
 
 impl FakeMem {
     /// RAM of `pages` pages for client `client`.
     pub fn new(world: &Shared, client: u64, pages: u64) -> Self {
-        let mut map = BTreeMap::new();
-        for i in 0..pages {
-            let pa = world.borrow_mut().new_frame(Owner::Vm(client));
-            map.insert(RAM_BASE + i * PAGE, pa);
-        }
+        let frames = {
+            let mut w = world.borrow_mut();
+            w.owner.reserve(pages as usize);
+            (0..pages).map(|_| w.new_frame(Owner::Vm(client))).collect()
+        };
         Self {
             world: world.clone(),
-            map,
+            frames,
             readonly: BTreeSet::new(),
-            pins: BTreeMap::new(),
+            pins: std::vec![0; pages as usize],
+            pinned: 0,
         }
+    }
+
+    /// The index of the RAM page holding `ipa`, if it is RAM.
+    fn page(&self, ipa: u64) -> Option<usize> {
+        let i = usize::try_from(ipa.checked_sub(RAM_BASE)? / PAGE).ok()?;
+        (i < self.frames.len()).then_some(i)
+    }
+
+    /// The frame behind the RAM page holding `ipa`, if it is RAM.
+    fn frame(&self, ipa: u64) -> Option<u64> {
+        self.page(ipa).map(|i| self.frames[i])
     }
 
     /// IPA of page `i` of RAM.
@@ -160,12 +211,20 @@ impl FakeMem {
 
     /// Frame behind an IPA page (tests only).
     pub fn pa_of(&self, ipa: u64) -> u64 {
-        self.map[&(ipa & !(PAGE - 1))] + ipa % PAGE
+        self.frame(ipa).expect("pa_of an IPA outside RAM") + ipa % PAGE
     }
 
     /// Total pins held.
     pub fn pinned(&self) -> u32 {
-        self.pins.values().sum()
+        self.pinned
+    }
+
+    /// The pinned pages and their pin counts.
+    pub fn pins(&self) -> Vec<(u64, u32)> {
+        (0..self.pins.len() as u64)
+            .filter(|&i| self.pins[i as usize] > 0)
+            .map(|i| (Self::ipa(i), self.pins[i as usize]))
+            .collect()
     }
 
     fn each_page(
@@ -180,7 +239,7 @@ impl FakeMem {
             let a = ipa.checked_add(done as u64).ok_or(MemFault::NotRam)?;
             let off = (a % PAGE) as usize;
             let n = (PAGE as usize - off).min(len - done);
-            if !self.map.contains_key(&(a - off as u64)) {
+            if self.frame(a).is_none() {
                 return Err(MemFault::NotRam);
             }
             done += n;
@@ -190,7 +249,7 @@ impl FakeMem {
             let a = ipa + done as u64;
             let off = (a % PAGE) as usize;
             let n = (PAGE as usize - off).min(len - done);
-            f(self.map[&(a - off as u64)] + off as u64, done, n);
+            f(self.frame(a).unwrap() + off as u64, done, n);
             done += n;
         }
         Ok(())
@@ -300,26 +359,25 @@ impl GuestMemory for FakeMem {
             ipa.is_page_aligned(),
             "mediator pinned an unaligned ipa {ipa:?}"
         );
-        let pa = *self.map.get(&ipa.0).ok_or(MemFault::NotRam)?;
+        let i = self.page(ipa.0).ok_or(MemFault::NotRam)?;
+        let pa = self.frames[i];
         if access == Access::Write && self.readonly.contains(&ipa.0) {
             return Err(MemFault::Permission);
         }
-        *self.pins.entry(ipa.0).or_default() += 1;
+        self.pins[i] += 1;
+        self.pinned += 1;
         *self.world.borrow_mut().pins.entry(pa).or_default() += 1;
         Ok(PhysAddr(pa))
     }
 
     fn unpin(&mut self, ipa: Ipa) {
-        let c = self
-            .pins
-            .get_mut(&ipa.0)
+        let i = self
+            .page(ipa.0)
+            .filter(|&i| ipa.is_page_aligned() && self.pins[i] > 0)
             .unwrap_or_else(|| panic!("unpin of unpinned {ipa:?}"));
-        assert!(*c > 0);
-        *c -= 1;
-        if *c == 0 {
-            self.pins.remove(&ipa.0);
-        }
-        let pa = self.map[&ipa.0];
+        self.pins[i] -= 1;
+        self.pinned -= 1;
+        let pa = self.frames[i];
         let mut w = self.world.borrow_mut();
         let wc = w.pins.get_mut(&pa).unwrap();
         *wc -= 1;
@@ -412,6 +470,9 @@ struct Thread {
     /// An RPC argument (cookie) this thread kept from an earlier call (`OpTeeState::kept`),
     /// freed with RPC_FUNC_FREE before the call's own steps, whoever made the earlier call.
     kept_free: Option<u64>,
+    /// The registered buffers (cookies) the call's RMEM parameters name: OP-TEE holds a
+    /// reference to each until the call returns.
+    holds: Vec<u64>,
 }
 
 /// Observable state of the fake OP-TEE. Several threads can be live at once (in a call or
@@ -707,10 +768,20 @@ impl FakeOpTee {
                 st = self.st.borrow_mut();
                 st.shm.insert((t.client, p.u2), pas);
             }
-            abi::OPTEE_MSG_CMD_UNREGISTER_SHM
-                if st.shm.remove(&(t.client, arg.params[0].u2)).is_none() =>
-            {
-                arg.header.ret = 0xFFFF_0008;
+            abi::OPTEE_MSG_CMD_UNREGISTER_SHM => {
+                let cookie = arg.params[0].u2;
+                // Like OP-TEE's mobj_reg_shm_release_by_cookie, which waits until the last
+                // reference is put: a buffer another call of the client holds is never
+                // reported released while it does (here: refused, TEE_ERROR_BUSY).
+                let held = st
+                    .threads_live
+                    .values()
+                    .any(|o| o.client == t.client && o.holds.contains(&cookie));
+                if held {
+                    arg.header.ret = TEEC_ERROR_BUSY;
+                } else if st.shm.remove(&(t.client, cookie)).is_none() {
+                    arg.header.ret = 0xFFFF_0008;
+                }
             }
             abi::OPTEE_MSG_CMD_OPEN_SESSION => arg.header.session = 0x5e55,
             _ => {}
@@ -891,10 +962,25 @@ impl SecureMonitor for FakeOpTee {
                         last_shm: None,
                         inline: false,
                         kept_free,
+                        holds: Vec::new(),
                     },
                 );
                 drop(st);
                 let arg = self.world.borrow().read_arg(pa);
+                if arg.header.cmd != abi::OPTEE_MSG_CMD_UNREGISTER_SHM {
+                    let holds = arg
+                        .params
+                        .iter()
+                        .filter(|p| matches!(p.kind(), Some(abi::ParamKind::Rmem { .. })))
+                        .map(|p| p.u2)
+                        .collect();
+                    self.st
+                        .borrow_mut()
+                        .threads_live
+                        .get_mut(&tid)
+                        .unwrap()
+                        .holds = holds;
+                }
                 if fid == abi::OPTEE_SMC_CALL_WITH_RPC_ARG {
                     // The RPC argument follows the argument, in the same (shadow) page.
                     let rpc_pa = pa + abi::arg_size(arg.params.len()) as u64;

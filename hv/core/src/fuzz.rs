@@ -2,8 +2,9 @@
 //! A fuzz driver for everything in this crate a guest reaches: the exception syndrome
 //! decoder, the MMIO decoder, PSCI decoding, and the virtual GICv3 and PL011 register
 //! models with their list-register bookkeeping. Bytes become a program of such inputs; any
-//! panic is a finding. `tests::fuzz_replay` replays it on seeded inputs in every
-//! `cargo test` (`MOAT_FUZZ_REPLAY` for more; `cargo xtask test --full` asks for 200,000).
+//! panic is a finding. `fuzz_replay` replays it on 10,000 seeded inputs in every
+//! `cargo test` (`MOAT_FUZZ_REPLAY=N` for N); libFuzzer runs it from `hv/core/fuzz`
+//! (`cargo +nightly fuzz run decoders`; `cargo xtask test --full` runs 10^7 executions).
 
 use crate::mmio::{self, HpfarEl2, Width};
 use crate::vgic::{Vgic, MAX_LRS};

@@ -24,7 +24,8 @@
 //! - No LPIs, no ITS, no MBIS: the LPI registers are RAZ/WI.
 //! - Unknown or reserved offsets are RAZ/WI (the architecture's rule for reserved
 //!   locations, §12.1); wrong widths or misaligned accesses are [`VgicError`]s, which the
-//!   hypervisor turns into a synchronous external abort for the guest.
+//!   hypervisor answers as RAZ/WI too (`hv/src/trap.rs`), never with an abort. The hostile
+//!   guest's `mmio` family checks both from a guest.
 //! - While an interrupt sits in a list register, the LR holds its pending/active state;
 //!   the model catches up in [`Vgic::sync_lrs`], so `hv` syncs before emulating a read of
 //!   ISPENDR/ISACTIVER and a guest's ICPENDR write does not pull a listed interrupt back.
@@ -295,7 +296,7 @@ const WORD_OR_DOUBLE: &[Width] = &[Width::Word, Width::Double];
 /// A captured list-register value.
 pub type LrValue = LocalRegisterCopy<u64, ICH_LR::Register>;
 
-/// Why an access could not be emulated. The hypervisor injects an abort.
+/// Why an access could not be emulated. The hypervisor answers it RAZ/WI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VgicError {
     /// The width is not allowed for this register (e.g. a byte access to ISENABLER).

@@ -20,7 +20,7 @@
 //! interrupt is raised as soon as data sits below the RX trigger level. Bytes are sent
 //! whatever `UARTCR.UARTEN`/`TXE` say, so an early console that assumes firmware set the
 //! UART up is not lost. Reserved offsets are RAZ/WI; 64-bit accesses and misaligned
-//! accesses are errors the hypervisor turns into an abort.
+//! accesses are errors the hypervisor answers RAZ/WI too (`hv/src/trap.rs`).
 
 use tock_registers::fields::FieldValue;
 use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};

@@ -3,7 +3,8 @@
 //! (stable, no libFuzzer): it always builds, and its invariants (no leaked pin or page,
 //! every address OP-TEE gets is the caller's or the hypervisor's, no lock across an SMC)
 //! are checked on every CI run. `MOAT_FUZZ_REPLAY=N` replays N inputs instead of the
-//! default (`cargo xtask test --full` asks for more).
+//! default; `cargo xtask test --full` runs libFuzzer on it for 10^7 executions
+//! (`mediator/fuzz`).
 
 use std::vec::Vec;
 

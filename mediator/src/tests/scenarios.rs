@@ -483,6 +483,61 @@ fn register_use_unregister_shm() {
     env.check();
 }
 
+/// Found by libFuzzer (`cargo xtask fuzz`, smc_sequence, after 6.2 million executions): a
+/// buffer unregistered while a call of the same VM that names it is parked in an RPC, then
+/// the VM destroyed, which drains the parked call. OP-TEE never reports a registered buffer
+/// released while a call holds it (`mobj_reg_shm_release_by_cookie` waits for the last
+/// reference), so the mediator, which unpins a buffer's pages when OP-TEE reports it
+/// released, keeps them pinned under the parked call. The fake OP-TEE used to release it
+/// at once and then found the parked call's memref dangling.
+#[test]
+fn a_buffer_a_parked_call_holds_stays_pinned_under_it() {
+    const UNREG_IPA: u64 = RAM_BASE + 0x800;
+    let unreg = msg(
+        OPTEE_MSG_CMD_UNREGISTER_SHM,
+        vec![val(OPTEE_MSG_ATTR_TYPE_RMEM_INPUT, 0, 0, 0x5)],
+    );
+    let use_it = msg(
+        OPTEE_MSG_CMD_INVOKE_COMMAND,
+        vec![val(OPTEE_MSG_ATTR_TYPE_RMEM_INOUT, 0, 0x1000, 0x5)],
+    );
+    for destroy in [false, true] {
+        let mut env = Env::new();
+        assert_eq!(register(&mut env, VM1, 0x5, 0, 3), TEEC_SUCCESS);
+        env.plan(vec![Step::ForeignIntr]);
+        env.mem(VM1).put_arg(ARG_IPA, &use_it);
+        let r = env.call(VM1, ARG_IPA);
+        assert_eq!(r[0], rpc(OPTEE_SMC_RPC_FUNC_FOREIGN_INTR));
+        let h = r[3];
+        env.mem(VM1).put_arg(UNREG_IPA, &unreg);
+        assert_eq!(env.call(VM1, UNREG_IPA)[0], OK);
+        assert_eq!(
+            env.mem(VM1).get_arg(UNREG_IPA, 1).header.ret,
+            crate::fakes::TEEC_ERROR_BUSY
+        );
+        assert_eq!(
+            env.mem(VM1).pinned(),
+            3,
+            "the parked call's buffer is pinned"
+        );
+        env.check();
+        if destroy {
+            // Draining the parked call finds its buffer still there.
+            env.destroy(VM1);
+            assert_eq!(env.mem(VM1).pinned(), 0);
+            assert_eq!(env.world.borrow().hv_live, 0);
+            continue;
+        }
+        assert_eq!(env.resume(VM1, h, 0, 0)[0], OK);
+        assert_eq!(env.mem(VM1).get_arg(ARG_IPA, 1).header.ret, TEEC_SUCCESS);
+        // Released by no call now, the buffer goes.
+        assert_eq!(env.call(VM1, UNREG_IPA)[0], OK);
+        assert_eq!(env.mem(VM1).get_arg(UNREG_IPA, 1).header.ret, TEEC_SUCCESS);
+        assert_eq!(env.mem(VM1).pinned(), 0);
+        env.check();
+    }
+}
+
 fn register(env: &mut Env, vm: VmId, cookie: u64, first_page: u64, n: u64) -> u32 {
     let pages = data_ipas(first_page, n);
     env.mem(vm).put_page_list(list_ipa(0), &pages);

@@ -2,7 +2,9 @@
 //! Host tools: find what is missing and install it with the system's apt, saying so.
 //!
 //! This is the only place xtask changes the host. It runs `apt-get` as root, or through
-//! `sudo` when not root, and prints exactly what it installs and why.
+//! `sudo` when not root, and prints exactly what it installs and why. The same goes for
+//! the Rust side: rustup adds the bare-metal target, and for `cargo xtask test --full`'s
+//! fuzzing a nightly toolchain and the pinned cargo-fuzz ([`ensure_fuzz_tools`]).
 
 use crate::stack::Stack;
 use anyhow::{bail, Context, Result};
@@ -139,10 +141,94 @@ pub fn ensure_rust_target() -> Result<()> {
     )
 }
 
+/// Does `cmd` run and exit 0?
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The release `cargo-fuzz --version` names ("cargo-fuzz 0.13.2"), if it runs.
+fn cargo_fuzz_version() -> Option<String> {
+    let out = Command::new("cargo-fuzz").arg("--version").output().ok()?;
+    parse_cargo_fuzz_version(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// "cargo-fuzz 0.13.2" into "0.13.2".
+pub fn parse_cargo_fuzz_version(text: &str) -> Option<String> {
+    let v = text.trim().strip_prefix("cargo-fuzz ")?;
+    let v = v.split_whitespace().next()?;
+    v.chars()
+        .all(|c| c.is_ascii_digit() || c == '.')
+        .then(|| v.to_string())
+}
+
+/// What libFuzzer needs (`cargo xtask test --full` only): a nightly toolchain (libFuzzer's
+/// `-Zsanitizer` and coverage flags are unstable; the project itself stays on the pinned
+/// stable) and cargo-fuzz, the pinned release. Installed when missing, saying so.
+pub fn ensure_fuzz_tools() -> Result<()> {
+    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
+        println!("==> rustup toolchain install nightly --profile minimal");
+        println!("    (libFuzzer needs nightly's sanitizer flags; only `cargo xtask test --full` fuzzes)");
+        crate::step::run_visible(
+            "rustup toolchain install nightly",
+            Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+            ]),
+        )?;
+    }
+    let want = crate::fuzz::CARGO_FUZZ_VERSION;
+    match cargo_fuzz_version() {
+        Some(v) if v == want => Ok(()),
+        found => {
+            println!(
+                "==> cargo install --locked cargo-fuzz --version {want} ({})",
+                match found {
+                    Some(v) => format!("cargo-fuzz {v} is installed; xtask pins {want}"),
+                    None => "cargo-fuzz is missing".into(),
+                }
+            );
+            println!("    (it builds and runs the libFuzzer targets of `cargo xtask test --full`)");
+            crate::step::run_visible(
+                "cargo install cargo-fuzz",
+                Command::new(crate::paths::cargo()).args([
+                    "install",
+                    "--locked",
+                    "cargo-fuzz",
+                    "--version",
+                    want,
+                ]),
+            )?;
+            match cargo_fuzz_version() {
+                Some(v) if v == want => Ok(()),
+                other => bail!(
+                    "after installing cargo-fuzz {want}, `cargo-fuzz --version` says {other:?} \
+                     (is ~/.cargo/bin on PATH?)"
+                ),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn cargo_fuzz_versions_parse() {
+        assert_eq!(
+            parse_cargo_fuzz_version("cargo-fuzz 0.13.2\n").as_deref(),
+            Some("0.13.2")
+        );
+        assert_eq!(parse_cargo_fuzz_version("cargo-fuzz"), None);
+        assert_eq!(parse_cargo_fuzz_version("error: no such command"), None);
+    }
 
     #[test]
     fn qemu_versions_parse() {

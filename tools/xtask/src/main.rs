@@ -22,6 +22,11 @@
 //!        +-- instruments       null TA, moat-bench client, elcount TCG plugin (qemu/bench/)
 //!        +-- bench             boot each configuration twice, require identical results
 //!        +-- bench_report      parse, statistics, report.md, CSV, SVG, --check
+//!
+//!   cargo xtask fuzz   (also in `cargo xtask test --full`)
+//!        +-- host              rustup's nightly and the pinned cargo-fuzz, when missing
+//!        +-- fuzz              libFuzzer, 10^7 executions per target, the corpus kept in
+//!                              target/moat/fuzz/<target>/, a crash's reproducer printed
 //! ```
 //!
 //! Every artefact lands in the cache (`~/.cache/moat`, or `$MOAT_CACHE`) under a key
@@ -34,6 +39,7 @@ mod bench_report;
 mod cpio;
 mod debver;
 mod dtb;
+mod fuzz;
 mod guest_tools;
 mod host;
 mod hostile;
@@ -72,8 +78,8 @@ enum Cmd {
     /// a shell on the console; `poweroff` ends it (or Ctrl-] x to quit QEMU).
     Qemu(profile::QemuArgs),
     /// Run the host unit tests, build the EL2 image, and run the QEMU scenarios in
-    /// `tests/scenarios` (add --full for the long ones, such as xtest's whole suite, and
-    /// `cargo xtask bench --check`).
+    /// `tests/scenarios` (add --full for libFuzzer's 10^7 executions per fuzz target, the
+    /// long scenarios, such as xtest's whole suite, and `cargo xtask bench --check`).
     Test(scenario::TestArgs),
     /// Count what a call into OP-TEE costs with no hypervisor, under Xen and under moat:
     /// deterministic QEMU (one counter tick = one instruction), a null TA and a client,
@@ -81,6 +87,11 @@ enum Cmd {
     /// and required to give identical results. Writes target/moat/bench/<time>/report.md,
     /// CSV and SVG plots. Not part of `cargo xtask test`.
     Bench(bench::BenchArgs),
+    /// Run libFuzzer on the fuzz targets (the mediator's `smc_sequence`, hv-core's
+    /// `decoders`), 10^7 executions each by default, from the corpus kept in
+    /// target/moat/fuzz/<target>/; a crash fails with its reproducer. `cargo xtask test
+    /// --full` runs the same. Installs a nightly toolchain and cargo-fuzz when missing.
+    Fuzz(fuzz::FuzzArgs),
     /// Check formatting and run clippy with warnings denied, on host and target crates.
     Lint,
     /// Print the cache directory and what it holds.
@@ -100,6 +111,7 @@ fn main() -> ExitCode {
         Cmd::Qemu(args) => profile::qemu(&args),
         Cmd::Test(args) => scenario::test(&args),
         Cmd::Bench(args) => bench::bench(&args),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args),
         Cmd::Lint => lint().map(|()| 0),
         Cmd::Cache => cache_info().map(|()| 0),
         Cmd::Stack { cmd } => stack_cmd::run(&cmd),

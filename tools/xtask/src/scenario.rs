@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
 pub struct TestArgs {
-    /// Also run the long scenarios (xtest's whole default suite), then
+    /// Also run libFuzzer for 10^7 executions on each fuzz target (installing nightly and
+    /// cargo-fuzz if missing), the long scenarios (xtest's whole default suite), then
     /// `cargo xtask bench --check`.
     #[arg(long)]
     pub full: bool,
@@ -568,19 +569,11 @@ fn judge_refusal(s: &Scenario, want: &str) -> Result<Vec<String>> {
     })
 }
 
-/// Inputs the mediator's fuzz replay test runs with `--full` (`MOAT_FUZZ_REPLAY`; about a
-/// minute), against its default of 10,000.
-const FULL_FUZZ_REPLAY: u32 = 200_000;
-
 fn host_tests(full: bool) -> Result<()> {
     let root = paths::workspace_root();
-    let mut cargo = Command::new(paths::cargo());
-    if full {
-        cargo.env("MOAT_FUZZ_REPLAY", FULL_FUZZ_REPLAY.to_string());
-    }
     step::run_visible(
         "host unit tests (cargo test)",
-        cargo.current_dir(&root).args([
+        Command::new(paths::cargo()).current_dir(&root).args([
             "test",
             "--workspace",
             "--exclude",
@@ -602,7 +595,13 @@ fn host_tests(full: bool) -> Result<()> {
             "--target",
             paths::TARGET,
         ]),
-    )
+    )?;
+    // The fuzz drivers were replayed on 10,000 seeded inputs each by `cargo test` above;
+    // `--full` also runs libFuzzer on them at scale.
+    if full {
+        crate::fuzz::run_all(crate::fuzz::FULL_RUNS)?;
+    }
+    Ok(())
 }
 
 /// `cargo xtask test`.

@@ -26,16 +26,19 @@
 //! | `threads`   | attack 3: park calls until refused: the share parks, the refusal is     |
 //! |             | ETHREAD_LIMIT at once, never more than the mediator's cap               |
 //! | `valid`     | what must work: sessions, registered and temporary memrefs              |
+//! | `mmio`      | refused and odd accesses to the emulated GICD, GICR and PL011: RAZ/WI;  |
+//! |             | a load pair (no syndrome) gets an abort (`mmio.rs`)                    |
 //! | `fuzz`      | random messages from all of the above                                  |
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use hv_core::mmio::Width;
 use mediator::abi::{self, MsgParam};
 use mediator::limits;
 
 use crate::check::{Expect, Severity};
-use crate::layout::{Forbidden, Layout, PAGE};
+use crate::layout::{Device, Forbidden, Layout, PAGE};
 use crate::proto::{self, INVOKE_TESTS_PTA, UNKNOWN_PTA_CMD};
 use crate::rng::Rng;
 
@@ -62,6 +65,8 @@ pub enum Family {
     Threads,
     /// What must work.
     Valid,
+    /// Refused and odd accesses to the emulated devices.
+    Mmio,
     /// Random messages.
     Fuzz,
 }
@@ -132,6 +137,31 @@ pub enum Op {
         /// Most registrations tried.
         count: u32,
     },
+    /// One access to a register of an emulated device, `offset` bytes into its frame.
+    Mmio {
+        /// The device.
+        dev: Device,
+        /// Offset in its frame.
+        offset: u64,
+        /// The access.
+        access: Access,
+    },
+}
+
+/// One access to an emulated device's register, as one instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// A load of this width (`ldrb`, `ldrh`, `ldr w`, `ldr x`: a valid instruction
+    /// syndrome, ISV=1, so moat can emulate it).
+    Read(Width),
+    /// A store of this width, of the value's low bytes.
+    Write(Width, u64),
+    /// A store of this width of what the case's last `MmioExpect::Keep` read gave: the
+    /// register as it was before the case.
+    Restore(Width),
+    /// A load pair of two words (`ldp`): no instruction syndrome (ISV=0), which no
+    /// hypervisor can emulate.
+    ReadPair,
 }
 
 /// A call handle a RETURN_FROM_RPC names.
@@ -347,7 +377,7 @@ pub enum Shm {
 }
 
 /// The families the first cases visit, in order (each twice when there are enough cases).
-pub const TOUR: [Family; 11] = [
+pub const TOUR: [Family; 12] = [
     Family::Valid,
     Family::Fast,
     Family::ArgAddr,
@@ -358,11 +388,13 @@ pub const TOUR: [Family; 11] = [
     Family::Oversized,
     Family::ShmCache,
     Family::Threads,
+    Family::Mmio,
     Family::Fuzz,
 ];
 
-/// Relative weights of the families after the tour (in [`TOUR`] order).
-const WEIGHTS: [u32; 11] = [4, 10, 10, 10, 12, 10, 12, 3, 2, 2, 25];
+/// Relative weights of the families after the tour (in [`TOUR`] order). `mmio` is cheap (a
+/// few trapped loads and stores a case) and draws a few percent of the cases.
+const WEIGHTS: [u32; 12] = [4, 10, 10, 10, 12, 10, 12, 3, 2, 2, 4, 25];
 
 /// A campaign: `count` cases of `seed` from case `from`, over `layout`.
 pub struct Campaign<'a> {
@@ -382,7 +414,7 @@ pub struct Campaign<'a> {
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 11] = TOUR;
+    pub const ALL: [Family; 12] = TOUR;
 
     /// The family's name in reports.
     pub const fn name(self) -> &'static str {
@@ -397,6 +429,7 @@ impl Family {
             Family::ShmCache => "shm-cache",
             Family::Threads => "threads",
             Family::Valid => "valid",
+            Family::Mmio => "mmio",
             Family::Fuzz => "fuzz",
         }
     }
@@ -410,8 +443,18 @@ impl Campaign<'_> {
     }
 }
 
+impl Access {
+    /// The access's width in bytes.
+    pub const fn bytes(self) -> u64 {
+        match self {
+            Access::Read(w) | Access::Write(w, _) | Access::Restore(w) => w.bytes(),
+            Access::ReadPair => 8,
+        }
+    }
+}
+
 impl Step {
-    fn new(op: Op, expect: Expect) -> Self {
+    pub(crate) fn new(op: Op, expect: Expect) -> Self {
         Self {
             op,
             expect,
@@ -473,6 +516,7 @@ pub fn generate(seed: u64, index: u32, layout: &Layout) -> Case {
         Family::ShmCache => g.shm_cache(),
         Family::Threads => g.threads(),
         Family::Valid => g.valid(),
+        Family::Mmio => crate::mmio::case(&mut g.rng, layout),
         Family::Fuzz => g.fuzz(),
     };
     Case {

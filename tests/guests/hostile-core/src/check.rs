@@ -97,6 +97,35 @@ pub enum Expect {
     Parks,
     /// Every OP-TEE thread is held: ETHREAD_LIMIT, promptly (never a hang).
     ThreadLimit,
+    /// An access to an emulated device (`campaign::Op::Mmio`), judged by [`check_mmio`].
+    Mmio(MmioExpect),
+}
+
+/// What an access to one of moat's emulated devices must get. Anything else is
+/// unexpected: nothing crosses a boundary, but moat broke the architecture's promise (a
+/// refused access is RAZ/WI), or the guest got an abort it could not have expected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmioExpect {
+    /// It completes; a read gives exactly this (RAZ: 0).
+    Reads(u64),
+    /// It completes; the bits of a read under `mask` are `value`.
+    Masked {
+        /// The bits that count.
+        mask: u64,
+        /// What they must be.
+        value: u64,
+    },
+    /// It completes; a read's value is kept for the case's later `Kept` and
+    /// `Access::Restore`.
+    Keep,
+    /// It completes; a read gives what the case's `Keep` read gave (a write in between
+    /// was ignored).
+    Kept,
+    /// It completes (a write, or a read whose value is not checked).
+    Completes,
+    /// The guest gets a synchronous external abort (a data abort taken at its own
+    /// level, fault status 0x10): the access cannot be emulated.
+    Aborts,
 }
 
 /// What came back for a step.
@@ -311,6 +340,58 @@ pub fn check(expect: &Expect, ctx: &Ctx, out: &Outcome) -> Verdict {
                 code_name(a0)
             )),
         },
+        Expect::Mmio(_) => unexpected("an MMIO expectation for an SMC (a campaign bug)".into()),
+    }
+}
+
+/// ESR_EL1.EC of a data abort taken without a change in exception level (Arm ARM D24.2.42).
+pub const EC_DATA_ABORT_SAME_EL: u64 = 0x25;
+/// ESR_EL1.ISS.DFSC of a synchronous external abort, not on a translation table walk.
+pub const DFSC_SYNC_EXTERNAL: u64 = 0x10;
+
+/// Check what an access to an emulated device got: `Ok(value read)` (0 for a write) or
+/// `Err(ESR_EL1)` of the exception it took. `kept` is the case's `Keep` value.
+pub fn check_mmio(expect: &MmioExpect, got: Result<u64, u64>, kept: Option<u64>) -> Verdict {
+    let value = match (expect, got) {
+        (MmioExpect::Aborts, Err(esr)) => {
+            let (ec, dfsc) = (esr >> 26 & 0x3f, esr & 0x3f);
+            return match (ec, dfsc) {
+                (EC_DATA_ABORT_SAME_EL, DFSC_SYNC_EXTERNAL) => Verdict::Pass,
+                _ => unexpected(alloc::format!(
+                    "an exception with ESR_EL1 {esr:#x} (EC {ec:#x}, DFSC {dfsc:#x}), not a \
+                     synchronous external abort"
+                )),
+            };
+        }
+        (MmioExpect::Aborts, Ok(v)) => {
+            return unexpected(alloc::format!(
+                "completed (read {v:#x}): an access with no syndrome cannot be emulated"
+            ))
+        }
+        (_, Err(esr)) => {
+            return unexpected(alloc::format!(
+                "aborted (ESR_EL1 {esr:#x}), where moat answers RAZ/WI"
+            ))
+        }
+        (_, Ok(v)) => v,
+    };
+    match *expect {
+        MmioExpect::Reads(want) if value != want => unexpected(alloc::format!(
+            "read {value:#x}, expected {want:#x}{}",
+            if want == 0 { " (RAZ)" } else { "" }
+        )),
+        MmioExpect::Masked { mask, value: want } if value & mask != want => unexpected(
+            alloc::format!("read {value:#x}: the bits {mask:#x} are not {want:#x}"),
+        ),
+        MmioExpect::Kept => match kept {
+            Some(k) if k == value => Verdict::Pass,
+            Some(k) => unexpected(alloc::format!(
+                "read {value:#x}, not {k:#x} as before: a write that must be ignored took \
+                 effect"
+            )),
+            None => unexpected("nothing kept to compare with (a campaign bug)".into()),
+        },
+        _ => Verdict::Pass,
     }
 }
 

@@ -24,7 +24,8 @@
 //! - every call ends within [`MAX_RPC_ROUNDS`] RPCs.
 //!
 //! The driver writes only where the layout says it may (`Layout::writable`): the arena,
-//! reset after every case, and the edge pages.
+//! reset after every case, and the edge pages; and it touches MMIO only inside the frames
+//! of the devices moat emulates (`Layout::devices`), one aligned access at a time.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -32,12 +33,14 @@ use alloc::vec::Vec;
 
 use mediator::abi::{self, MsgArg, MsgArgHeader, MsgParam};
 
+use hv_core::mmio::Width;
+
 use crate::campaign::{
-    Alloc, BufRef, Case, CookieRef, Family, HandleRef, List, LoadTa, Msg, Op, Param, ParkAt,
-    RpcPlan, Session, Shm, Step, Via,
+    Access, Alloc, BufRef, Case, CookieRef, Family, HandleRef, List, LoadTa, Msg, Op, Param,
+    ParkAt, RpcPlan, Session, Shm, Step, Via,
 };
-use crate::check::{self, Ctx, Expect, Outcome, Severity, Verdict};
-use crate::layout::{Layout, PAGE};
+use crate::check::{self, Ctx, Expect, MmioExpect, Outcome, Severity, Verdict};
+use crate::layout::{Device, Layout, PAGE};
 use crate::proto::{self, pair, unpair, INVOKE_TESTS_PTA};
 
 /// The ports the driver runs on: the effect crate implements them with `smc #0`, plain
@@ -54,6 +57,21 @@ pub trait Guest {
     fn now_ms(&mut self) -> u64;
     /// Print one console line.
     fn say(&mut self, line: &str);
+    /// One access to an emulated device's register at `pa` (naturally aligned, inside a
+    /// frame of `Layout::devices`): `Ok` with the value read (0 for a store), or `Err`
+    /// with ESR_EL1 of the exception the access took, after which the guest goes on.
+    fn mmio(&mut self, pa: u64, access: Mmio) -> Result<u64, u64>;
+}
+
+/// An access to an emulated device, as the port performs it: one instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mmio {
+    /// `ldrb`, `ldrh`, `ldr w` or `ldr x` (with a valid syndrome: ISV=1).
+    Read(Width),
+    /// `strb`, `strh`, `str w` or `str x` of the value's low bytes.
+    Write(Width, u64),
+    /// `ldp` of two words (no syndrome: ISV=0); its value is the first word.
+    ReadPair,
 }
 
 /// Most RPCs one call may take before the driver gives up on it (a hang, reported).
@@ -155,6 +173,8 @@ struct CaseState {
     parked: Vec<Parked>,
     handles: Vec<u32>,
     sessions: Vec<u32>,
+    /// The value of the case's last `MmioExpect::Keep` read.
+    kept: Option<u64>,
 }
 
 /// The driver.
@@ -1205,7 +1225,59 @@ impl<'a, G: Guest> Driver<'a, G> {
             }
             Op::FillThreads => self.fill_threads(&what),
             Op::RegisterMany { count } => self.register_many(*count, &what),
+            Op::Mmio {
+                dev,
+                offset,
+                access,
+            } => return self.mmio(*dev, *offset, *access, expect, &what),
         }
+        true
+    }
+
+    /// One access to an emulated device; false (skipped) when the device tree has no such
+    /// device or the access would not fit its frame.
+    fn mmio(
+        &mut self,
+        dev: Device,
+        offset: u64,
+        access: Access,
+        expect: &Expect,
+        what: &str,
+    ) -> bool {
+        let Some(frame) = self.layout.devices.get(dev) else {
+            return false;
+        };
+        let pa = frame.start + offset;
+        let len = access.bytes();
+        if !frame.holds(pa, len) || !pa.is_multiple_of(len) {
+            return false;
+        }
+        let port = match access {
+            Access::Read(w) => Mmio::Read(w),
+            Access::Write(w, v) => Mmio::Write(w, v),
+            Access::Restore(w) => Mmio::Write(w, self.case.kept.unwrap_or(0)),
+            Access::ReadPair => Mmio::ReadPair,
+        };
+        let got = self.g.mmio(pa, port);
+        let expect = match expect {
+            Expect::Mmio(e) => *e,
+            // A step without an MMIO expectation only has to come back.
+            _ => MmioExpect::Completes,
+        };
+        let v = check::check_mmio(&expect, got, self.case.kept);
+        if self.trace {
+            let line = alloc::format!(
+                "hostile: trace: {port:?} at {} + {offset:#x} ({pa:#x}) -> {got:x?} against {expect:?}: {}",
+                dev.name(),
+                if v == Verdict::Pass { "pass" } else { "FAIL" }
+            );
+            self.g.say(&line);
+        }
+        if let (MmioExpect::Keep, Ok(value)) = (expect, got) {
+            self.case.kept = Some(value);
+        }
+        let what = alloc::format!("{what}, {port:x?} at {} + {offset:#x}", dev.name());
+        self.verdict(v, &what);
         true
     }
 

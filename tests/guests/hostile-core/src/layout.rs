@@ -61,6 +61,9 @@ pub struct Machine {
     pub ram: Vec<Span>,
     /// The console PL011's registers (`arm,pl011`, status okay).
     pub uart: Option<u64>,
+    /// The GICv3 (`arm,gic-v3`): its distributor and its redistributor region, the first
+    /// two entries of its `reg`.
+    pub gic: Option<(Span, Span)>,
     /// `/chosen/bootargs`.
     pub bootargs: String,
     /// `/firmware/optee` exists and its `method` is `"smc"`.
@@ -96,6 +99,31 @@ pub struct Layout {
     pub forbidden: Vec<(Forbidden, Span)>,
     /// Forbidden windows the guest was given as RAM (a finding).
     pub given_away: Vec<(Forbidden, Span)>,
+    /// The devices moat emulates for the guest, where its device tree puts them: the only
+    /// MMIO the guest touches (the `mmio` family, its console).
+    pub devices: Devices,
+}
+
+/// A device moat emulates for the guest (every access traps to moat's model of it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Device {
+    /// The GICv3 distributor (GICD), 64 KiB.
+    Gicd,
+    /// The redistributors (GICR), 128 KiB per vCPU.
+    Gicr,
+    /// The console PL011, 4 KiB.
+    Uart,
+}
+
+/// Where the emulated devices are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Devices {
+    /// The distributor.
+    pub gicd: Option<Span>,
+    /// The redistributor region.
+    pub gicr: Option<Span>,
+    /// The console UART's register frame.
+    pub uart: Option<Span>,
 }
 
 /// 4 KiB: OP-TEE's page-list granule.
@@ -134,6 +162,8 @@ pub const DEVICES: [u64; 9] = [
     0x40_1000_0000,
     0x80_0000_0000,
 ];
+/// A PL011's register frame (DDI 0183G, Table 3-1).
+pub const PL011_FRAME: u64 = 0x1000;
 /// How far above the guest's last bank `BeyondRam` addresses reach.
 const BEYOND: u64 = 2 << 30;
 
@@ -185,6 +215,49 @@ impl Forbidden {
     }
 }
 
+impl Device {
+    /// Its name in findings.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Device::Gicd => "GICD",
+            Device::Gicr => "GICR",
+            Device::Uart => "the PL011",
+        }
+    }
+}
+
+impl Devices {
+    /// The devices of a machine, its console at `uart`.
+    pub fn of(m: &Machine, uart: Option<u64>) -> Self {
+        Self {
+            gicd: m.gic.map(|(d, _)| d),
+            gicr: m.gic.map(|(_, r)| r),
+            uart: uart.map(|u| Span::at(u, PL011_FRAME)),
+        }
+    }
+
+    /// Where `d` is, if the device tree has it.
+    pub fn get(&self, d: Device) -> Option<Span> {
+        match d {
+            Device::Gicd => self.gicd,
+            Device::Gicr => self.gicr,
+            Device::Uart => self.uart,
+        }
+    }
+
+    /// Every device the guest has, with its frame.
+    pub fn iter(&self) -> impl Iterator<Item = (Device, Span)> + '_ {
+        [Device::Gicd, Device::Gicr, Device::Uart]
+            .into_iter()
+            .filter_map(|d| self.get(d).map(|s| (d, s)))
+    }
+
+    /// The device whose frame holds `[a, a + len)`.
+    pub fn holding(&self, a: u64, len: u64) -> Option<Device> {
+        self.iter().find(|(_, s)| s.holds(a, len)).map(|(d, _)| d)
+    }
+}
+
 impl Machine {
     /// Read the device tree moat wrote for the guest.
     pub fn from_dtb(blob: &[u8]) -> Result<Self, DtError> {
@@ -209,6 +282,12 @@ impl Machine {
                     if size > 0 {
                         m.ram.push(Span::at(base, size));
                     }
+                }
+            }
+            if n.is_compatible("arm,gic-v3") && m.gic.is_none() {
+                let reg = n.prop("reg").and_then(|r| decode_reg(r, ac, sc));
+                if let Some(&[(d, dl), (r, rl), ..]) = reg.as_deref() {
+                    m.gic = Some((Span::at(d, dl), Span::at(r, rl)));
                 }
             }
             if n.is_compatible("arm,pl011") && m.uart.is_none() {
@@ -299,7 +378,14 @@ impl Layout {
             edges,
             forbidden,
             given_away,
+            devices: Devices::default(),
         }
+    }
+
+    /// The same layout with the emulated devices at `devices`.
+    pub fn with_devices(mut self, devices: Devices) -> Self {
+        self.devices = devices;
+        self
     }
 
     /// Is `[a, a + len)` the guest's RAM?
@@ -423,6 +509,13 @@ pub(crate) mod tests {
             ]),
         );
         t.root.children.push(mem);
+        let mut gic = Node::new("intc@8000000");
+        gic.set_prop("compatible", b"arm,gic-v3\0".to_vec());
+        gic.set_prop(
+            "reg",
+            cells(&[0, 0x0800_0000, 0, 0x1_0000, 0, 0x080a_0000, 0, 0x4_0000]),
+        );
+        t.root.children.push(gic);
         let mut uart = Node::new("pl011@9000000");
         uart.set_prop("compatible", b"arm,pl011\0arm,primecell\0".to_vec());
         uart.set_prop("reg", cells(&[0, 0x0900_0000, 0, 0x1000]));
@@ -461,6 +554,18 @@ pub(crate) mod tests {
             Some(0x0900_0000),
             "the okay PL011, not the secure one"
         );
+        assert_eq!(
+            m.gic,
+            Some((
+                Span::at(0x0800_0000, 0x1_0000),
+                Span::at(0x080a_0000, 0x4_0000)
+            ))
+        );
+        let d = Devices::of(&m, m.uart);
+        assert_eq!(d.uart, Some(Span::at(0x0900_0000, 0x1000)));
+        assert_eq!(d.holding(0x080a_0ff8, 8), Some(Device::Gicr));
+        assert_eq!(d.holding(0x0800_fffc, 8), None, "straddles GICD's end");
+        assert_eq!(d.iter().count(), 3);
         assert_eq!(m.bootargs, "hostile seed=3 cases=9");
         assert!(m.optee_smc && m.psci_hvc);
         assert!(Machine::from_dtb(&[0u8; 8]).is_err());

@@ -10,6 +10,7 @@
 //!                       driver       ─Guest::smc─▶ moat ─▶ mediator ─▶ OP-TEE
 //!                         └▶ check   every answer: pass, unexpected, or escape
 //!                       threads      attack 3 against a second guest (mode=threads)
+//!                       mmio         odd accesses to the emulated GIC and PL011 (RAZ/WI)
 //!   console lines:  hostile: ESCAPE|UNEXPECTED case N (family): ...   (one per finding)
 //!                   hostile: seed S: N cases, E escapes, U unexpected answers
 //! ```
@@ -26,9 +27,11 @@ pub mod campaign;
 pub mod check;
 pub mod driver;
 pub mod layout;
+pub mod mmio;
 pub mod options;
 pub mod proto;
 pub mod rng;
+pub mod stage1;
 pub mod threads;
 
 use campaign::{Campaign, Family};

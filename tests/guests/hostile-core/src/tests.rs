@@ -6,7 +6,9 @@
 //!
 //! The fake OP-TEE completes every call with SUCCESS (origin TA), so cases that expect
 //! OP-TEE's own refusals (a TA that is not there, a session never opened) report
-//! unexpected answers here; escapes must be zero.
+//! unexpected answers here; escapes must be zero. The emulated devices are moat's own
+//! models (`hv_core::vgic`, `hv_core::vpl011`) answering as `hv/src/trap.rs` does, so the
+//! `mmio` family must find nothing at all.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -14,12 +16,15 @@ use std::rc::Rc;
 use std::string::String;
 use std::vec::Vec;
 
+use hv_core::mmio::Width;
+use hv_core::vgic::Vgic;
+use hv_core::vpl011::Vpl011;
 use mediator::abi::{self, MsgArg, MsgArgHeader, MsgParam};
 use mediator::fakes::{FakeHv, FakeLock, FakeMem, FakeOpTee, OpTeeState, Shared, Step, World};
 use mediator::{Limits, Mediator, NoTrace, VmId};
 
-use crate::driver::Guest;
-use crate::layout::{Layout, Span};
+use crate::driver::{Guest, Mmio};
+use crate::layout::{Device, Devices, Layout, Span};
 use crate::options::{Mode, Options};
 
 /// dom0 is VM 0 (client 1); the other guest of threads mode is VM 1 (client 2).
@@ -30,6 +35,58 @@ const OTHER: VmId = VmId(1);
 const RAM_PAGES: u64 = 8192;
 
 type FakeMediator = Mediator<FakeOpTee, FakeHv, FakeLock, NoTrace>;
+
+/// QEMU virt's GICv3 and console PL011, where moat's dom0 finds them (2 vCPUs).
+fn qemu_devices() -> Devices {
+    Devices {
+        gicd: Some(Span::at(0x0800_0000, 0x1_0000)),
+        gicr: Some(Span::at(0x080a_0000, 0x4_0000)),
+        uart: Some(Span::at(0x0900_0000, 0x1000)),
+    }
+}
+
+/// ESR_EL1 of the synchronous external abort moat injects for an access it cannot
+/// emulate (EC 0x25, IL, DFSC 0x10).
+const SEA: u64 = 0x25 << 26 | 1 << 25 | 0x10;
+
+/// moat's device models behind `qemu_devices()`, answering as `hv/src/trap.rs` does: what
+/// a model refuses is RAZ/WI, an access with no syndrome aborts.
+struct Emulated {
+    vgic: Vgic,
+    uart: Vpl011,
+}
+
+impl Emulated {
+    fn new() -> Self {
+        Self {
+            vgic: Vgic::new(2, 64).unwrap(),
+            uart: Vpl011::new(),
+        }
+    }
+
+    fn access(&mut self, pa: u64, access: Mmio) -> Result<u64, u64> {
+        let (w, write) = match access {
+            Mmio::ReadPair => return Err(SEA),
+            Mmio::Read(w) => (w, None),
+            Mmio::Write(w, v) => (w, Some(v)),
+        };
+        let d = qemu_devices();
+        let dev = d
+            .holding(pa, w.bytes())
+            .expect("an access outside the devices");
+        let off = (pa - d.get(dev).unwrap().start) as usize;
+        let r: Result<u64, ()> = match (dev, write) {
+            (Device::Gicd, None) => self.vgic.dist_read(off, w).map_err(drop),
+            (Device::Gicd, Some(v)) => self.vgic.dist_write(off, w, v).map(|_| 0).map_err(drop),
+            (Device::Gicr, None) => self.vgic.redist_read(off, w).map_err(drop),
+            (Device::Gicr, Some(v)) => self.vgic.redist_write(off, w, v).map(|_| 0).map_err(drop),
+            (Device::Uart, None) => self.uart.read(off, w).map(u64::from).map_err(drop),
+            (Device::Uart, Some(v)) => self.uart.write(off, w, v as u32).map(|_| 0).map_err(drop),
+        };
+        // Refused: RAZ/WI.
+        Ok(r.unwrap_or(0))
+    }
+}
 
 /// A scripted world for threads mode: the other guest goes away and comes back as the
 /// guest polls GET_THREAD_COUNT.
@@ -49,6 +106,7 @@ struct Fake {
     now: u64,
     lines: Vec<String>,
     other: Other,
+    devices: Emulated,
 }
 
 fn plan() -> Vec<Step> {
@@ -81,6 +139,7 @@ impl Fake {
             now: 0,
             lines: Vec::new(),
             other: o,
+            devices: Emulated::new(),
         }
     }
 
@@ -91,6 +150,7 @@ impl Fake {
             Span::at(0x4010_0000, 16 << 20),
             &[Span::at(0x4000_0000, 1 << 20)],
         )
+        .with_devices(qemu_devices())
     }
 
     /// The other guest's first call after it came back: OP-TEE has no thread for it.
@@ -181,6 +241,9 @@ impl Guest for Fake {
     fn say(&mut self, line: &str) {
         self.lines.push(line.into());
     }
+    fn mmio(&mut self, pa: u64, access: Mmio) -> Result<u64, u64> {
+        self.devices.access(pa, access)
+    }
 }
 
 fn opts(seed: u64, cases: u32) -> Options {
@@ -232,7 +295,7 @@ fn a_campaign_against_the_mediator_finds_no_escape() {
         );
     }
     // Nothing is left pinned or allocated: every case cleaned up after itself.
-    assert_eq!(g.mem.pinned(), 0, "pins left: {:?}", g.mem.pins);
+    assert_eq!(g.mem.pinned(), 0, "pins left: {:x?}", g.mem.pins());
     assert_eq!(g.med.vm_stats(DOM0).unwrap().calls, 0);
     drop(g.world);
 }
@@ -252,7 +315,8 @@ fn a_campaign_replays_from_its_seed() {
 }
 
 /// A "mediator" that says yes to everything: every yielding call completes with SUCCESS
-/// written into the message, every fast call answers OK.
+/// written into the message, every fast call answers OK; and devices that are plain
+/// memory, which take every access of every width (no RAZ/WI, no abort).
 #[derive(Default)]
 struct Yes {
     mem: BTreeMap<u64, u8>,
@@ -292,6 +356,100 @@ impl Guest for Yes {
     }
     fn say(&mut self, line: &str) {
         self.lines.push(line.into());
+    }
+    fn mmio(&mut self, pa: u64, access: Mmio) -> Result<u64, u64> {
+        let (w, v) = match access {
+            Mmio::Read(w) => (w.bytes(), None),
+            Mmio::Write(w, v) => (w.bytes(), Some(v)),
+            Mmio::ReadPair => (Width::Double.bytes(), None),
+        };
+        let mut value = 0;
+        for i in 0..w {
+            let a = pa + i;
+            match v {
+                Some(v) => {
+                    self.mem.insert(a, (v >> (8 * i)) as u8);
+                }
+                None => value |= u64::from(self.mem.get(&a).copied().unwrap_or(0)) << (8 * i),
+            }
+        }
+        Ok(value)
+    }
+}
+
+#[test]
+fn devices_that_take_every_access_are_caught() {
+    let layout = crate::layout::tests::dom0_layout().with_devices(qemu_devices());
+    let mut g = Yes::default();
+    crate::run(&mut g, &layout, &opts(4, 400));
+    let mmio: Vec<&String> = g
+        .lines
+        .iter()
+        .filter(|l| l.contains("(mmio)") && l.starts_with("hostile: UNEXPECTED"))
+        .collect();
+    assert!(mmio.len() > 5, "{:#?}", g.lines);
+    for want in ["(RAZ)", "took effect", "cannot be emulated"] {
+        assert!(mmio.iter().any(|l| l.contains(want)), "{want}: {mmio:#?}");
+    }
+    assert!(!g
+        .lines
+        .iter()
+        .any(|l| l.contains("ESCAPE") && l.contains("(mmio)")));
+}
+
+#[test]
+fn moats_device_models_answer_every_mmio_case_as_promised() {
+    let layout = Fake::layout();
+    let mut g = Fake::new(2, false);
+    let o = Options {
+        cases: 1,
+        ..opts(5, 1)
+    };
+    let mut d = crate::driver::Driver::new(&mut g, &layout, o.show);
+    for i in 0..600 {
+        let mut rng = crate::rng::Rng::for_case(5, i);
+        let (name, steps) = crate::mmio::case(&mut rng, &layout);
+        d.run_case(&crate::campaign::Case {
+            index: i,
+            family: crate::campaign::Family::Mmio,
+            name,
+            steps,
+        });
+    }
+    let t = d.tallies[&crate::campaign::Family::Mmio];
+    assert_eq!(
+        (t.escapes, t.unexpected, t.skipped),
+        (0, 0, 0),
+        "{:#?}",
+        d.findings
+    );
+    assert_eq!(t.cases, 600);
+    assert!(t.checks > 600 * 4, "{t:?}");
+    drop(d);
+    // Every case put back what it changed: moat's models are as they were.
+    let fresh = Emulated::new();
+    let e = &g.devices;
+    for off in 0x420..0x460 {
+        assert_eq!(
+            e.vgic.dist_read(off, Width::Byte),
+            fresh.vgic.dist_read(off, Width::Byte)
+        );
+    }
+    for off in (0..32).map(|i| 0x1_0400 + i) {
+        assert_eq!(
+            e.vgic.redist_read(off, Width::Byte),
+            fresh.vgic.redist_read(off, Width::Byte)
+        );
+    }
+    for off in [0x0, 0x14] {
+        assert_eq!(
+            e.vgic.dist_read(off, Width::Word),
+            fresh.vgic.dist_read(off, Width::Word)
+        );
+        assert_eq!(
+            e.vgic.redist_read(off, Width::Word),
+            fresh.vgic.redist_read(off, Width::Word)
+        );
     }
 }
 

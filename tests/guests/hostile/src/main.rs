@@ -6,21 +6,27 @@
 //!
 //! ```text
 //!   moat (EL2) --eret to EL1h, MMU off, x0 = DT--> _start (arm64 Image header)
-//!        VBAR_EL1 = vectors (an exception is reported, then power-off), BSS cleared, SP
+//!        VBAR_EL1 = vectors (an exception is reported, then power-off; a probe's abort
+//!        is answered), BSS cleared, SP
 //!                                 v
 //!                  hostile_main: heap, DT (hv_core::fdt), layout, options
 //!                                 v
-//!                  hostile_core::run over Port: smc #0 | own RAM | CNTVCT | PL011
+//!                  MMU and caches on: hostile_core::stage1's identity map (RAM Normal
+//!                  write-back, the emulated GIC and PL011 Device-nGnRE, nothing else)
+//!                                 v
+//!                  hostile_core::run over Port: smc #0 | own RAM | CNTVCT | PL011 |
+//!                                               probes of the emulated devices
 //!                                 v
 //!                  "hostile: done, status N", PSCI SYSTEM_OFF (hvc, as the DT says)
 //! ```
 //!
 //! This is the effect half: every `unsafe` of the guest is here, each with a `// SAFETY:`
-//! comment; everything that decides anything is in `hostile-core`. The MMU stays off, so
-//! every data access is Device-nGnRnE: the target is built with `+strict-align` (as
-//! `aarch64-unknown-none-softfloat` is), and nothing here uses atomics. QEMU does not
-//! model caches, so moat's cacheable view of this guest's memory agrees with it; on
-//! hardware the guest would need its MMU on (or moat HCR_EL2.DC) first.
+//! comment; everything that decides anything is in `hostile-core`. Until its MMU is on
+//! (the DT read, the layout built) every data access is Device-nGnRnE, so the target is
+//! built with `+strict-align` (as `aarch64-unknown-none-softfloat` is) and nothing here
+//! uses atomics. Then the guest runs as a real one does, with its MMU and caches on:
+//! Normal write-back RAM, coherent with moat's cacheable view of it, and Device-nGnRE
+//! MMIO, where an unaligned or exclusive access would fault as it does on hardware.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -33,12 +39,15 @@ mod guest {
     use core::fmt::Write;
     use core::ptr::NonNull;
 
-    use hostile_core::driver::Guest;
-    use hostile_core::layout::{Layout, Machine, Span};
+    use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, MAIR_EL1, SCTLR_EL1, TCR_EL1};
+    use hostile_core::driver::{Guest, Mmio};
+    use hostile_core::layout::{Devices, Layout, Machine, Span};
     use hostile_core::options::Options;
+    use hostile_core::stage1::{self, Memory};
+    use hv_core::mmio::Width;
     use tock_registers::interfaces::{Readable, Writeable};
     use tock_registers::registers::{ReadOnly, WriteOnly};
-    use tock_registers::{register_bitfields, register_structs};
+    use tock_registers::{register_bitfields, register_structs, LocalRegisterCopy};
 
     /// QEMU virt's console PL011, until the DT says otherwise (moat's vPL011 for dom0).
     const DEFAULT_UART: u64 = 0x0900_0000;
@@ -48,6 +57,10 @@ mod guest {
     const MAX_DTB: usize = 2 << 20;
     /// Exit status when the guest itself failed (an exception, a panic).
     const STATUS_CRASHED: u8 = 3;
+    /// Translation tables for the identity map: a level-1 table, a level-2 table per GiB
+    /// mapped (RAM spans two or three), level-3 tables where a region does not fill 2 MiB
+    /// (the GIC's frames, the PL011's, RAM banks off the 2 MiB grid).
+    const TABLES: usize = 24;
 
     // -------------------------------------------------------------------------------------
     // Entry.
@@ -97,11 +110,19 @@ mod guest {
     9:  wfe
         b       9b
 
-        // EL1 vectors: 16 entries of 128 bytes; each reports itself and powers off.
+        // EL1 vectors: 16 entries of 128 bytes; each reports itself and powers off, but
+        // for a synchronous exception at EL1 (entry 4), which may be a probe's answer.
         .section .text.vectors, "ax"
         .balign 0x800
     __vectors:
-        .irp    n, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+        .irp    n, 0, 1, 2, 3
+        .balign 0x80
+        mov     x0, #\n
+        b       __exception
+        .endr
+        .balign 0x80
+        b       __sync_el1h
+        .irp    n, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
         .balign 0x80
         mov     x0, #\n
         b       __exception
@@ -112,8 +133,94 @@ mod guest {
         mrs     x3, far_el1
         bl      hostile_exception
         b       9b
+
+        // A data abort on the one access of a probe (between __probe_start and
+        // __probe_end) is an answer the campaign checks: step over the access and return
+        // to the probe with ESR_EL1 in x1 (the probes leave x1..x3 to this handler).
+        // Anything else is fatal, as at every other vector.
+    __sync_el1h:
+        mrs     x2, elr_el1
+        adrp    x3, __probe_start
+        add     x3, x3, :lo12:__probe_start
+        cmp     x2, x3
+        b.lo    1f
+        adrp    x3, __probe_end
+        add     x3, x3, :lo12:__probe_end
+        cmp     x2, x3
+        b.hs    1f
+        mrs     x3, esr_el1
+        lsr     x3, x3, #26
+        cmp     x3, #0x25               // EC: a data abort taken at EL1
+        b.ne    1f
+        add     x2, x2, #4
+        msr     elr_el1, x2
+        mrs     x1, esr_el1
+        eret
+    1:  mov     x0, #4
+        b       __exception
+
+        // The probes: one load or store to an emulated device each, called as
+        // `extern "C" fn(addr[, value]) -> ProbeResult` (x0 = the value loaded, x1 = 0,
+        // or ESR_EL1 when the access aborted). Loads and stores of one register with no
+        // writeback give moat a valid syndrome (ISV=1); `ldp` does not (ISV=0).
+        .section .text.probes, "ax"
+        .balign 4
+    __probe_start:
+        .macro  load name, insn, reg
+        .global \name
+    \name:
+        mov     x1, xzr
+        \insn   \reg, [x0]
+        mov     x0, x2
+        ret
+        .endm
+        .macro  store name, insn, reg
+        .global \name
+    \name:
+        mov     x2, x1
+        mov     x1, xzr
+        \insn   \reg, [x0]
+        mov     x0, xzr
+        ret
+        .endm
+        load    __probe_ldrb, ldrb, w2
+        load    __probe_ldrh, ldrh, w2
+        load    __probe_ldr_w, ldr, w2
+        load    __probe_ldr_x, ldr, x2
+        store   __probe_strb, strb, w2
+        store   __probe_strh, strh, w2
+        store   __probe_str_w, str, w2
+        store   __probe_str_x, str, x2
+        .global __probe_ldp
+    __probe_ldp:
+        mov     x1, xzr
+        ldp     w2, w3, [x0]
+        mov     x0, x2
+        ret
+    __probe_end:
     "#
     );
+
+    /// What a probe returns, in x0 and x1 (AAPCS64: a 16-byte composite).
+    #[repr(C)]
+    struct ProbeResult {
+        /// The value loaded (0 for a store).
+        value: u64,
+        /// 0, or ESR_EL1 of the abort the access took.
+        esr: u64,
+    }
+
+    extern "C" {
+        fn __probe_ldrb(addr: u64) -> ProbeResult;
+        fn __probe_ldrh(addr: u64) -> ProbeResult;
+        fn __probe_ldr_w(addr: u64) -> ProbeResult;
+        fn __probe_ldr_x(addr: u64) -> ProbeResult;
+        fn __probe_strb(addr: u64, value: u64) -> ProbeResult;
+        fn __probe_strh(addr: u64, value: u64) -> ProbeResult;
+        fn __probe_str_w(addr: u64, value: u64) -> ProbeResult;
+        fn __probe_str_x(addr: u64, value: u64) -> ProbeResult;
+        fn __probe_ldp(addr: u64) -> ProbeResult;
+    }
 
     extern "C" {
         static __image_start: u8;
@@ -121,6 +228,8 @@ mod guest {
         static __heap_start: u8;
         static __heap_end: u8;
         static __arena_start: u8;
+        static __probe_start: u8;
+        static __probe_end: u8;
         static __arena_end: u8;
     }
 
@@ -230,8 +339,9 @@ mod guest {
         /// `base` must be a PL011 register block this guest may use (its DT's console, or
         /// QEMU virt's, which moat emulates for dom0) for as long as the guest runs.
         unsafe fn new(base: u64) -> Self {
-            // SAFETY: the caller guarantees `base` is a PL011 that lives forever; with the
-            // MMU off every access to it is a single Device-nGnRnE load or store.
+            // SAFETY: the caller guarantees `base` is a PL011 that lives forever; every
+            // access to it is a single Device load or store (nGnRnE with the MMU off,
+            // nGnRE through the identity map once it is on, which maps the console).
             let regs = unsafe { &*(base as *const Pl011Regs) };
             Self { regs }
         }
@@ -326,6 +436,159 @@ mod guest {
     }
 
     // -------------------------------------------------------------------------------------
+    // The MMU: an identity map, caches on (Arm ARM D8 "The AArch64 Virtual Memory System
+    // Architecture"; the tables are hostile_core::stage1's).
+
+    /// The translation tables' pool, page-aligned in the BSS.
+    #[repr(C, align(4096))]
+    struct Tables([stage1::Table; TABLES]);
+
+    /// Written once, by `map`, before the MMU is on; only the table walker reads it after.
+    static POOL: Global<Tables> = Global(UnsafeCell::new(Tables([[0; stage1::ENTRIES]; TABLES])));
+
+    /// MAIR_EL1: the two memory types the tables name (`stage1::ATTR_NORMAL`, `ATTR_DEVICE`).
+    fn mair_el1() -> LocalRegisterCopy<u64, MAIR_EL1::Register> {
+        LocalRegisterCopy::new(
+            (
+                // Attr0, RAM: Normal, inner and outer write-back non-transient,
+                // read/write-allocate, as moat maps it, so both views are coherent.
+                MAIR_EL1::Attr0_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc
+                    + MAIR_EL1::Attr0_Normal_Inner::WriteBack_NonTransient_ReadWriteAlloc
+                    // Attr1, MMIO: Device-nGnRE, as Linux maps device registers: no
+                    // gathering or reordering, an early write acknowledgement allowed.
+                    + MAIR_EL1::Attr1_Device::nonGathering_nonReordering_EarlyWriteAck
+            )
+                .value,
+        )
+    }
+
+    /// TCR_EL1 for the tables `stage1` builds.
+    fn tcr_el1() -> LocalRegisterCopy<u64, TCR_EL1::Register> {
+        // The guest's physical (moat's intermediate physical) address size, at most the
+        // 48 bits a 4 KiB-granule descriptor holds.
+        let pa_range = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange).min(5);
+        LocalRegisterCopy::new(
+            (
+                // A 39-bit VA space: the walk starts at a level-1 table (stage1::VA_BITS).
+                TCR_EL1::T0SZ.val(u64::from(64 - stage1::VA_BITS))
+                    // 4 KiB pages, as the tables are built.
+                    + TCR_EL1::TG0::KiB_4
+                    // Walks are cacheable and inner shareable, like the RAM the tables
+                    // are in (written to memory with the MMU off, stale lines invalidated
+                    // before it goes on: see `mmu_on`).
+                    + TCR_EL1::IRGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
+                    + TCR_EL1::ORGN0::WriteBack_ReadAlloc_WriteAlloc_Cacheable
+                    + TCR_EL1::SH0::Inner
+                    // No upper (TTBR1) half: the guest lives at its identity addresses.
+                    + TCR_EL1::EPD1::DisableTTBR1Walks
+                    + TCR_EL1::IPS.val(pa_range)
+                // A1 = 0 (ASIDs from TTBR0, unused: one address space), TBI0 = 0 (no
+                // tagged addresses), HA = HD = 0 (the tables set AF themselves).
+            )
+            .value,
+        )
+    }
+
+    /// SCTLR_EL1 with the MMU on.
+    fn sctlr_el1() -> u64 {
+        // The bits that are RES1 without the features that give them a meaning, and the
+        // ARMv8.0 behaviour with them (the value moat enters every guest with): EOS [11]
+        // and EIS [22], exception return and entry are context-synchronizing; TSCXT [20];
+        // SPAN [23], exception entry leaves PSTATE.PAN alone; nTLSMD [28] and LSMAOE [29],
+        // EL0's load/store multiple as in ARMv8.0 (there is no EL0 here).
+        const RES1: u64 = (1 << 29) | (1 << 28) | (1 << 23) | (1 << 22) | (1 << 20) | (1 << 11);
+        let v = (
+            // Translation on, with the identity map: the running code stays where it is.
+            SCTLR_EL1::M::Enable
+                // Data and instruction caches on: RAM is Normal write-back, as on a
+                // machine, and coherent with moat's own cacheable mapping of it.
+                + SCTLR_EL1::C::Cacheable
+                + SCTLR_EL1::I::Cacheable
+                // Stack-alignment checks: a misaligned SP faults at once.
+                + SCTLR_EL1::SA::Enable
+                + SCTLR_EL1::SA0::Enable
+                // No alignment checks on Normal memory (Device accesses are always
+                // checked): what the guest does with RAM is its own business.
+                + SCTLR_EL1::A::Disable
+                // WXN off: text and data share the RAM mapping, which is writable.
+                + SCTLR_EL1::WXN::Disable
+                // Little-endian at EL1 and EL0.
+                + SCTLR_EL1::EE::LittleEndian
+                + SCTLR_EL1::E0E::LittleEndian
+            // UCI, UCT, DZE, nTWE, nTWI, UMA = 0: EL0's cache maintenance, CTR_EL0, DC ZVA,
+            // WFE, WFI and DAIF trap to EL1; there is no EL0.
+        )
+            .value;
+        v | RES1
+    }
+
+    /// The identity map of `layout`'s RAM banks and emulated devices, in `POOL`; the
+    /// level-1 table's address, or why it could not be built.
+    fn map(layout: &Layout) -> Result<u64, stage1::MapError> {
+        let mut regions: alloc::vec::Vec<(Span, Memory)> =
+            layout.ram.iter().map(|r| (*r, Memory::Normal)).collect();
+        regions.extend(layout.devices.iter().map(|(_, f)| (f, Memory::Device)));
+        let base = POOL.0.get() as u64;
+        // SAFETY: the pool is this image's own BSS, used for nothing else; the MMU is off
+        // and this is the only reference to it (one vCPU, no interrupts); nothing reads
+        // it until `mmu_on` hands it to the table walker.
+        let pool = unsafe { &mut (*POOL.0.get()).0 };
+        stage1::build(pool, base, &regions)
+    }
+
+    /// Turn the MMU and caches on with the tables at `ttbr0`.
+    fn mmu_on(ttbr0: u64) {
+        // Everything written with the MMU off (data, BSS, the tables, stack, heap) went to
+        // memory uncached; a stale line of it left in a cache (moat loaded this image with
+        // its own cacheable mapping) would hide it once reads are cacheable, so the lines
+        // are invalidated first, as Linux does with its early page tables.
+        let (start, end) = (sym!(__image_start), sym!(__arena_start));
+        // SAFETY: `ttbr0` is `map`'s level-1 table, which maps this image (code, stack,
+        // data) and the console at their own addresses, so execution and every live
+        // reference carry on unchanged when translation starts; the invalidated lines
+        // can hold nothing newer than memory (the guest has not cached anything yet).
+        // The asm uses no stack; the registers are the guest's own EL1 controls.
+        unsafe {
+            core::arch::asm!(
+                "mrs    {t}, ctr_el0",
+                "ubfx   {t}, {t}, #16, #4",   // DminLine: log2 of the line in words
+                "mov    {line}, #4",
+                "lsl    {line}, {line}, {t}",
+                "sub    {t}, {line}, #1",
+                "bic    {a}, {start}, {t}",
+                "1:",
+                "dc     ivac, {a}",
+                "add    {a}, {a}, {line}",
+                "cmp    {a}, {end}",
+                "b.lo   1b",
+                "dsb    sy",
+                "msr    mair_el1, {mair}",
+                "msr    tcr_el1, {tcr}",
+                "msr    ttbr0_el1, {ttbr0}",
+                "isb",
+                "tlbi   vmalle1",
+                "dsb    nsh",
+                "isb",
+                "msr    sctlr_el1, {sctlr}",
+                "isb",
+                "ic     iallu",
+                "dsb    nsh",
+                "isb",
+                t = out(reg) _,
+                line = out(reg) _,
+                a = out(reg) _,
+                start = in(reg) start,
+                end = in(reg) end,
+                mair = in(reg) mair_el1().get(),
+                tcr = in(reg) tcr_el1().get(),
+                ttbr0 = in(reg) ttbr0,
+                sctlr = in(reg) sctlr_el1(),
+                options(nostack)
+            );
+        }
+    }
+
+    // -------------------------------------------------------------------------------------
     // The ports.
 
     struct Port<'a> {
@@ -344,7 +607,7 @@ mod guest {
             }
             // SAFETY: [pa, pa + len) is the arena (this image's own NOLOAD region, never
             // referenced by Rust objects) or a RAM edge page of this guest's that nothing
-            // else uses, as the layout checked; the MMU is off, so PA is the address.
+            // else uses, as the layout checked; the identity map makes PA the address.
             unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), pa as *mut u8, bytes.len()) };
         }
 
@@ -363,6 +626,39 @@ mod guest {
 
         fn say(&mut self, line: &str) {
             say(line);
+        }
+
+        fn mmio(&mut self, pa: u64, access: Mmio) -> Result<u64, u64> {
+            let len = match access {
+                Mmio::Read(w) | Mmio::Write(w, _) => w.bytes(),
+                Mmio::ReadPair => 8,
+            };
+            if self.layout.devices.holding(pa, len).is_none() || !pa.is_multiple_of(len) {
+                say("hostile: internal: an MMIO access outside the emulated devices was skipped");
+                return Err(0);
+            }
+            // SAFETY: [pa, pa + len) is aligned and inside the frame of a device moat
+            // emulates for this guest (its DT's GIC or console PL011), mapped
+            // Device-nGnRE: the access traps to moat's model of it and touches no memory
+            // of this guest's. If moat answers with an abort, the vectors step over the
+            // probe's access and hand back ESR_EL1 (`__sync_el1h`).
+            let r = unsafe {
+                match access {
+                    Mmio::Read(Width::Byte) => __probe_ldrb(pa),
+                    Mmio::Read(Width::Half) => __probe_ldrh(pa),
+                    Mmio::Read(Width::Word) => __probe_ldr_w(pa),
+                    Mmio::Read(Width::Double) => __probe_ldr_x(pa),
+                    Mmio::Write(Width::Byte, v) => __probe_strb(pa, v),
+                    Mmio::Write(Width::Half, v) => __probe_strh(pa, v),
+                    Mmio::Write(Width::Word, v) => __probe_str_w(pa, v),
+                    Mmio::Write(Width::Double, v) => __probe_str_x(pa, v),
+                    Mmio::ReadPair => __probe_ldp(pa),
+                }
+            };
+            match r.esr {
+                0 => Ok(r.value),
+                esr => Err(esr),
+            }
         }
     }
 
@@ -425,6 +721,9 @@ mod guest {
         if let Some(u) = machine.uart.filter(|&u| !layout.is_ram(u, 0x1000)) {
             UART_BASE.set(u);
         }
+        // The devices it touches: the DT's GIC, and the console it prints on.
+        let devices = Devices::of(&machine, Some(UART_BASE.get()));
+        let layout = layout.with_devices(devices);
         let mut banks = alloc::string::String::new();
         for r in &machine.ram {
             let _ = write!(banks, " [{:#x}, {:#x})", r.start, r.end);
@@ -453,6 +752,16 @@ mod guest {
             say("hostile: the DT has no /firmware/optee with method \"smc\": nothing to attack");
             finish(hostile_core::STATUS_CANNOT_RUN)
         }
+        match map(&layout) {
+            Ok(ttbr0) => mmu_on(ttbr0),
+            Err(e) => {
+                say(&alloc::format!(
+                    "hostile: no identity map for this layout: {e:?}"
+                ));
+                finish(hostile_core::STATUS_CANNOT_RUN)
+            }
+        }
+        say("hostile: MMU on: RAM Normal write-back, the GIC and the PL011 Device-nGnRE");
         let summary = hostile_core::run(&mut Port { layout: &layout }, &layout, &opts);
         finish(summary.status())
     }
